@@ -1,0 +1,3 @@
+module hoist.example/hello-flight
+
+go 1.26.0
