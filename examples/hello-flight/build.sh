@@ -8,6 +8,9 @@ root="$(cd "$here/../.." && pwd)"
 out="${1:-$root/target/examples/hello-flight.wasm}"
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
 command -v go >/dev/null 2>&1 || {
   echo "hello-flight: go not found on PATH; install Go 1.26+ and retry" >&2
   exit 1

@@ -83,9 +83,13 @@ func main() {
 }
 
 func run(stdin io.Reader, stdout io.Writer) error {
+	// argv[0] is the release name under Yoke and hoist. Run natively it is a
+	// path, so fall back to $YOKE_RELEASE (which Yoke sets to the same name).
 	release := "realistic"
 	if len(os.Args) > 0 && os.Args[0] != "" && !strings.Contains(os.Args[0], "/") {
 		release = os.Args[0]
+	} else if env := os.Getenv("YOKE_RELEASE"); env != "" {
+		release = env
 	}
 	namespace := os.Getenv("NAMESPACE")
 	if namespace == "" {
