@@ -1,0 +1,3 @@
+module hoist.test/signing
+
+go 1.22
