@@ -520,3 +520,43 @@ fn rsa_pss_salt_lengths_are_auto_detected() {
         verify(&t, &keys).unwrap_or_else(|e| panic!("{enc:?}: {e}"));
     }
 }
+
+#[test]
+fn go_and_hoist_both_sign_rsa_with_the_maximal_salt() {
+    // Yoke (Go, nil PSSOptions) signs with the largest salt; hoist must do the same, and the
+    // verifier tries that length first.
+    let max_only = |signed: &[u8]| {
+        let payload = read_signature(signed).unwrap().unwrap();
+        let d = digest::digest(&digest::SHA256, &strip_signature(signed).unwrap().unsigned);
+        let spki = signing("test-rsa2048.pkcs8.pem")
+            .verifying_key()
+            .spki_der()
+            .to_vec();
+        static MAX: aws_lc_rs::signature::RsaParameters =
+            aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256
+                .with_pss_salt_length(aws_lc_rs::signature::RsaPssSaltLength::Max);
+        aws_lc_rs::signature::UnparsedPublicKey::new(&MAX, &spki)
+            .verify_digest(&d, &payload.signature)
+            .is_ok()
+    };
+    let hoist_signed = sign(&module(), &signing("test-rsa2048.pkcs8.pem")).unwrap();
+    assert!(max_only(&hoist_signed), "hoist signs with the maximal salt");
+    if yokesig().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.wasm");
+    let out = dir.path().join("out.wasm");
+    std::fs::write(&input, module()).unwrap();
+    go(&[
+        "sign".as_ref(),
+        key("test-rsa2048.pkcs8.pem").as_os_str(),
+        input.as_os_str(),
+        out.as_os_str(),
+    ])
+    .unwrap();
+    assert!(
+        max_only(&std::fs::read(&out).unwrap()),
+        "Go signs with the maximal salt"
+    );
+}
