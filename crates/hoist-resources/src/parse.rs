@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn json_array_is_one_stage_and_array_of_arrays_is_stages() {
         let one = br#"[{"kind":"A"},{"kind":"B"}]"#;
-        assert_eq!(kinds(&parse_flight_output(one).unwrap()), vec![vec!["A", "B"]]);
+        assert_eq!(
+            kinds(&parse_flight_output(one).unwrap()),
+            vec![vec!["A", "B"]]
+        );
         let many = br#"[[{"kind":"A"}],[{"kind":"B"},{"kind":"C"}]]"#;
         assert_eq!(
             kinds(&parse_flight_output(many).unwrap()),
@@ -281,7 +284,11 @@ mod tests {
     fn billion_laughs_is_refused_not_expanded() {
         let mut out = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..12 {
-            let prev = if i == 0 { "a".to_string() } else { format!("a{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("a{}", i - 1)
+            };
             out.push_str(&format!(
                 "a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
             ));

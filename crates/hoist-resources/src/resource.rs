@@ -62,7 +62,10 @@ impl Resource {
 
     /// The object's `apiVersion` (`group/version`, or `version` for the core group), or `""`.
     pub fn api_version(&self) -> &str {
-        self.0.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+        self.0
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The API group: the part of `apiVersion` before `/`, `""` for the core group.
@@ -319,7 +322,8 @@ mod tests {
             "kind": "CustomResourceDefinition", "metadata": {"name": "b"}}));
         let cm = res(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}));
         // A "Namespace" from another group is not a core Namespace.
-        let fake_ns = res(json!({"apiVersion": "x.io/v1", "kind": "Namespace", "metadata": {"name": "d"}}));
+        let fake_ns =
+            res(json!({"apiVersion": "x.io/v1", "kind": "Namespace", "metadata": {"name": "d"}}));
         let stages = Stages(vec![
             vec![cm.clone(), ns.clone(), fake_ns.clone()],
             vec![crd.clone()],
@@ -336,8 +340,11 @@ mod tests {
 
     #[test]
     fn key_ignores_version() {
-        let a = res(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}}));
-        let b = res(json!({"apiVersion": "apps/v1beta1", "kind": "Deployment", "metadata": {"name": "w"}}));
+        let a =
+            res(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}}));
+        let b = res(
+            json!({"apiVersion": "apps/v1beta1", "kind": "Deployment", "metadata": {"name": "w"}}),
+        );
         assert_eq!(a.key(), b.key());
         assert_eq!(a.key().to_string(), "Deployment.apps w");
     }

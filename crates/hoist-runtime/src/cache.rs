@@ -1,0 +1,469 @@
+//! The on-disk cache of compiled modules.
+//!
+//! Layout: one directory, two files per entry:
+//!
+//! - `<module sha256>.<compiler>.<config key>.cwasm`: wasmtime's serialized code, loaded with
+//!   a memory map (no copy, ~1 ms for a 10 MB Go flight);
+//! - the same name ending in `.sum`: the XXH3-128 digest of the compiled code as loaded,
+//!   written after the code, checked on every load so that a damaged entry is recompiled
+//!   rather than executed.
+//!
+//! The config key is a digest of the hoist version, the compiler and wasmtime's
+//! `precompile_compatibility_hash` (wasmtime version, compiler settings, CPU features), so an
+//! upgrade or a machine with other CPU features never loads code built for something else.
+//! Every write goes to a temporary file in the same directory and is renamed into place, so
+//! concurrent hoist processes never see a half-written entry.
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use wasmtime::{Engine, Module};
+
+use crate::engine::Compiler;
+
+/// Problems with the cache itself (never fatal for a render: hoist then compiles).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache directory cannot be created or read.
+    #[error("cache directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The cache directory is writable by other users: loading code from it would let them
+    /// run code as you.
+    #[error(
+        "cache directory {path} is writable by other users; refusing to load compiled code from it (chmod go-w it, or set HOIST_CACHE_DIR)"
+    )]
+    Insecure {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An entry exists but cannot be used; it has been removed.
+    #[error("{path}: {reason}")]
+    Unusable {
+        /// The entry's code file.
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Writing an entry failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One cached compiled module, as listed by `hoist cache ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// SHA-256 of the Wasm module (hex).
+    pub module_sha256: String,
+    /// The compiler that produced the code.
+    pub compiler: String,
+    /// Digest of hoist version + compiler + wasmtime settings and CPU features.
+    pub config_key: String,
+    /// Whether this entry is usable by the running hoist (same config key).
+    pub current: bool,
+    /// Size of the compiled code in bytes.
+    pub size: u64,
+    /// Last write time.
+    pub modified: Option<SystemTime>,
+    /// Path of the code file.
+    pub path: PathBuf,
+}
+
+/// The compiled-module cache in one directory.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+    /// `<compiler>.<config key>`, set once the engine is known.
+    suffix: Option<String>,
+}
+
+impl ModuleCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ModuleCache {
+            dir: dir.into(),
+            suffix: None,
+        }
+    }
+
+    /// The default location: `$HOIST_CACHE_DIR/modules`, else `<XDG cache dir>/hoist/modules`
+    /// (`~/.cache/hoist/modules` on Linux); `None` when no home directory is known.
+    pub fn default_dir() -> Option<PathBuf> {
+        hoist_cache_root().map(|root| root.join("modules"))
+    }
+
+    /// The directory holding the entries.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn for_engine(mut self, engine: &Engine, compiler: Compiler) -> Self {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        crate::HOIST_VERSION.hash(&mut hasher);
+        compiler.name().hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let key = hex::encode(&hasher.0.finalize()[..8]);
+        self.suffix = Some(format!("{}.{key}", compiler.name()));
+        self
+    }
+
+    fn entry_path(&self, sha256_hex: &str) -> Option<PathBuf> {
+        let suffix = self.suffix.as_ref()?;
+        // Only a well-formed digest may become a file name.
+        if sha256_hex.len() != 64 || !sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(self.dir.join(format!("{sha256_hex}.{suffix}.cwasm")))
+    }
+
+    /// Loads the compiled module for `sha256_hex`, `Ok(None)` when there is no entry.
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        sha256_hex: &str,
+    ) -> Result<Option<Module>, CacheError> {
+        let Some(path) = self.entry_path(sha256_hex) else {
+            return Ok(None);
+        };
+        if !path.exists() {
+            return Ok(None);
+        }
+        self.check_dir_permissions()?;
+        let sum_path = path.with_extension("sum");
+        let unusable = |reason: String| {
+            remove_entry(&path);
+            CacheError::Unusable {
+                path: path.clone(),
+                reason,
+            }
+        };
+        let expected = match fs::read_to_string(&sum_path) {
+            Ok(sum) => sum,
+            Err(e) => return Err(unusable(format!("no code digest ({e})"))),
+        };
+        // SAFETY: the file is in hoist's own cache directory (not writable by others, checked
+        // above) and was written by `store`; its code is verified against the digest recorded
+        // at write time before the module is returned, and no code runs before that check.
+        let module = unsafe { Module::deserialize_file(engine, &path) }
+            .map_err(|e| unusable(format!("{e:#}")))?;
+        let actual = code_digest(&module);
+        if actual != expected.trim() {
+            return Err(unusable(
+                "compiled code does not match its recorded digest".to_string(),
+            ));
+        }
+        // Mark as used so `hoist cache ls` shows recency; failure is harmless.
+        let _ = fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        Ok(Some(module))
+    }
+
+    /// Writes `compiled` (from `engine.precompile_module`) for `sha256_hex` and returns the
+    /// module loaded from the written file.
+    pub(crate) fn store(
+        &self,
+        engine: &Engine,
+        sha256_hex: &str,
+        compiled: &[u8],
+    ) -> Result<Module, CacheError> {
+        let path = self
+            .entry_path(sha256_hex)
+            .ok_or_else(|| CacheError::Unusable {
+                path: self.dir.clone(),
+                reason: format!("{sha256_hex:?} is not a SHA-256 digest"),
+            })?;
+        create_private_dir(&self.dir)?;
+        self.check_dir_permissions()?;
+        write_atomic(&self.dir, &path, compiled)?;
+        // SAFETY: we wrote this file from the engine's own output an instant ago.
+        let module = unsafe { Module::deserialize_file(engine, &path) }.map_err(|e| {
+            CacheError::Unusable {
+                path: path.clone(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        write_atomic(
+            &self.dir,
+            &path.with_extension("sum"),
+            code_digest(&module).as_bytes(),
+        )?;
+        Ok(module)
+    }
+
+    /// Lists the entries in the directory (entries of other hoist versions and compilers too).
+    pub fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
+        let read = match fs::read_dir(&self.dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(CacheError::Dir {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut entries = Vec::new();
+        for item in read.flatten() {
+            let path = item.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let mut parts = stem.splitn(3, '.');
+            let (Some(sha), Some(compiler), Some(key)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let meta = item.metadata().ok();
+            entries.push(CacheEntry {
+                module_sha256: sha.to_string(),
+                compiler: compiler.to_string(),
+                config_key: key.to_string(),
+                current: self.suffix.as_deref() == Some(&format!("{compiler}.{key}")),
+                size: meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                modified: meta.and_then(|m| m.modified().ok()),
+                path: path.clone(),
+            });
+        }
+        entries.sort_by(|a, b| b.modified.cmp(&a.modified));
+        Ok(entries)
+    }
+
+    /// Removes entries: all of them, or with `only_stale` those the running hoist cannot use.
+    /// Returns how many entries and bytes were removed.
+    pub fn clean(&self, only_stale: bool) -> Result<(usize, u64), CacheError> {
+        let mut removed = (0, 0);
+        for entry in self.list()? {
+            if only_stale && entry.current {
+                continue;
+            }
+            remove_entry(&entry.path);
+            removed.0 += 1;
+            removed.1 += entry.size;
+        }
+        // Leftover temporary files of interrupted writes.
+        if let Ok(read) = fs::read_dir(&self.dir) {
+            for item in read.flatten() {
+                let name = item.file_name();
+                if name.to_string_lossy().starts_with(".tmp") {
+                    let _ = fs::remove_file(item.path());
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn check_dir_permissions(&self) -> Result<(), CacheError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = fs::metadata(&self.dir).map_err(|source| CacheError::Dir {
+                path: self.dir.clone(),
+                source,
+            })?;
+            if meta.permissions().mode() & 0o022 != 0 {
+                return Err(CacheError::Insecure {
+                    path: self.dir.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `$HOIST_CACHE_DIR`, else `<XDG cache dir>/hoist`.
+pub(crate) fn hoist_cache_root() -> Option<PathBuf> {
+    match std::env::var_os("HOIST_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => dirs::cache_dir().map(|d| d.join("hoist")),
+    }
+}
+
+fn code_digest(module: &Module) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(module.text()))
+}
+
+fn remove_entry(path: &Path) {
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(path.with_extension("sum"));
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| CacheError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let write_err = |source| CacheError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_data().map_err(write_err)?;
+    tmp.persist(path).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+/// Feeds `Hash` impls into SHA-256 so cache keys are stable across processes.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{CacheStatus, FlightEngine};
+
+    const WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("corrupt");
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn miss_then_hit_then_recovery_from_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wat::parse_str(WAT).unwrap();
+        let digest = sha(&wasm);
+        let engine =
+            FlightEngine::new(Compiler::Winch, Some(ModuleCache::new(dir.path()))).unwrap();
+
+        let first = engine.load(&wasm, &digest, "m").unwrap();
+        assert_eq!(first.cache_status, CacheStatus::Miss);
+        let second = engine.load(&wasm, &digest, "m").unwrap();
+        assert_eq!(second.cache_status, CacheStatus::Hit);
+
+        let entries = engine.cache().unwrap().list().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].current);
+        assert_eq!(entries[0].module_sha256, digest);
+
+        // Garbage over the code: rejected by wasmtime, removed, recompiled. (Entries are
+        // replaced, never rewritten in place: a live memory map of a truncated file faults.)
+        drop((first, second));
+        replace(&entries[0].path, b"garbage");
+        assert_eq!(
+            engine.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Recovered
+        );
+        assert_eq!(
+            engine.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Hit
+        );
+
+        // A flipped byte inside the code itself passes wasmtime's checks but not ours.
+        let mut bytes = fs::read(&entries[0].path).unwrap();
+        let text = engine
+            .load(&wasm, &digest, "m")
+            .unwrap()
+            .module
+            .text()
+            .to_vec();
+        let at = bytes
+            .windows(text.len().min(16))
+            .position(|w| w == &text[..text.len().min(16)])
+            .expect("code bytes are in the file");
+        bytes[at] ^= 0xff;
+        replace(&entries[0].path, &bytes);
+        assert_eq!(
+            engine.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Recovered
+        );
+
+        // A missing digest file is treated the same.
+        fs::remove_file(entries[0].path.with_extension("sum")).unwrap();
+        assert_eq!(
+            engine.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Recovered
+        );
+    }
+
+    #[test]
+    fn compilers_do_not_share_entries_and_clean_removes_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wat::parse_str(WAT).unwrap();
+        let digest = sha(&wasm);
+        let winch = FlightEngine::new(Compiler::Winch, Some(ModuleCache::new(dir.path()))).unwrap();
+        let cranelift =
+            FlightEngine::new(Compiler::Cranelift, Some(ModuleCache::new(dir.path()))).unwrap();
+        assert_eq!(
+            winch.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Miss
+        );
+        assert_eq!(
+            cranelift.load(&wasm, &digest, "m").unwrap().cache_status,
+            CacheStatus::Miss
+        );
+        assert_eq!(winch.cache().unwrap().list().unwrap().len(), 2);
+        assert_eq!(winch.cache().unwrap().clean(true).unwrap().0, 1);
+        let left = winch.cache().unwrap().list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].compiler, "winch");
+        assert_eq!(winch.cache().unwrap().clean(false).unwrap().0, 1);
+        assert!(winch.cache().unwrap().list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn world_writable_cache_is_refused_but_render_still_works() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wat::parse_str(WAT).unwrap();
+        let digest = sha(&wasm);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let engine =
+            FlightEngine::new(Compiler::Winch, Some(ModuleCache::new(dir.path()))).unwrap();
+        let loaded = engine.load(&wasm, &digest, "m").unwrap();
+        assert_eq!(loaded.cache_status, CacheStatus::Disabled);
+    }
+
+    #[test]
+    fn bad_digests_never_become_paths() {
+        let cache = ModuleCache::new("/tmp/x").for_engine(&Engine::default(), Compiler::Winch);
+        assert!(cache.entry_path("../../etc/passwd").is_none());
+        assert!(cache.entry_path(&"g".repeat(64)).is_none());
+        assert!(cache.entry_path(&"a".repeat(64)).is_some());
+    }
+}

@@ -1,0 +1,320 @@
+//! The wasmtime engine for flights and loading modules through the cache.
+
+use crate::cache::{CacheError, ModuleCache};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use wasmtime::{Config, Engine, Module, OptLevel, Strategy};
+
+/// Which compiler turns Wasm into machine code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// Optimising compiler: slower to compile, faster code.
+    Cranelift,
+    /// Baseline compiler: compiles several times faster, code runs slower.
+    Winch,
+}
+
+impl Compiler {
+    /// The compiler hoist uses when nothing else is asked for (see BENCHMARKS.md for why).
+    pub const DEFAULT: Compiler = Compiler::Winch;
+
+    /// The compiler named by `HOIST_COMPILER`, else [`Compiler::DEFAULT`].
+    pub fn from_env() -> Result<Compiler, EngineError> {
+        match std::env::var("HOIST_COMPILER") {
+            Ok(value) if !value.is_empty() => value.parse(),
+            _ => Ok(Compiler::DEFAULT),
+        }
+    }
+
+    /// Stable name, used in cache keys and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compiler::Cranelift => "cranelift",
+            Compiler::Winch => "winch",
+        }
+    }
+}
+
+impl fmt::Display for Compiler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Compiler {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cranelift" => Ok(Compiler::Cranelift),
+            "winch" => Ok(Compiler::Winch),
+            other => Err(EngineError::UnknownCompiler(other.to_string())),
+        }
+    }
+}
+
+/// Failures creating the engine or compiling a module.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// `HOIST_COMPILER` names no compiler.
+    #[error("unknown compiler {0:?} in HOIST_COMPILER: use \"cranelift\" or \"winch\"")]
+    UnknownCompiler(String),
+    /// wasmtime refused the configuration (a bug, or an unsupported CPU).
+    #[error("could not create the Wasm engine ({compiler}): {message}")]
+    Config {
+        /// The compiler that was asked for.
+        compiler: Compiler,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The bytes are not a Wasm module at all.
+    #[error("{what} is not a WebAssembly module ({detail})")]
+    NotWasm {
+        /// What the bytes were (for the message), e.g. the module's location.
+        what: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The module is a Wasm component (component model), which flights are not.
+    #[error(
+        "{what} is a WebAssembly component, not a core module: hoist runs WASI preview 1 modules (e.g. GOOS=wasip1 GOARCH=wasm go build)"
+    )]
+    Component {
+        /// The module's location.
+        what: String,
+    },
+    /// Validation or compilation failed.
+    #[error("{what} is not a valid WebAssembly module: {message}")]
+    Compile {
+        /// The module's location.
+        what: String,
+        /// wasmtime's message (the validation error, with its offset).
+        message: String,
+    },
+}
+
+/// Whether a module's compiled code came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Loaded from the on-disk cache.
+    Hit,
+    /// Compiled now and stored in the cache.
+    Miss,
+    /// The cache entry was unusable (corrupt, truncated, from another build); recompiled.
+    Recovered,
+    /// Compiled now; the cache is disabled (`--no-cache`) or could not be written.
+    Disabled,
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Recovered => "recovered",
+            CacheStatus::Disabled => "disabled",
+        })
+    }
+}
+
+/// A compiled module, ready to instantiate.
+pub struct LoadedModule {
+    /// The wasmtime module.
+    pub module: Module,
+    /// Where its code came from.
+    pub cache_status: CacheStatus,
+    /// Time spent compiling or loading.
+    pub load_time: Duration,
+    /// The compiler that produced the code.
+    pub compiler: Compiler,
+}
+
+/// The engine flights run on, with an optional on-disk cache of compiled modules.
+pub struct FlightEngine {
+    engine: Engine,
+    compiler: Compiler,
+    cache: Option<ModuleCache>,
+}
+
+impl FlightEngine {
+    /// An engine using `compiler`, caching compiled code in `cache` when given.
+    pub fn new(compiler: Compiler, cache: Option<ModuleCache>) -> Result<Self, EngineError> {
+        let engine = Engine::new(&flight_config(compiler)).map_err(|e| EngineError::Config {
+            compiler,
+            message: format!("{e:#}"),
+        })?;
+        let cache = cache.map(|c| c.for_engine(&engine, compiler));
+        Ok(FlightEngine {
+            engine,
+            compiler,
+            cache,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compiler in use.
+    pub fn compiler(&self) -> Compiler {
+        self.compiler
+    }
+
+    /// The cache, when enabled.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Compiles `wasm` (whose SHA-256 is `sha256_hex`), or loads its compiled code from the
+    /// cache. `what` names the module in error messages.
+    ///
+    /// The cache never makes a bad module run: only files hoist wrote itself are loaded, their
+    /// code is checked against the digest recorded at write time, and any entry that fails
+    /// to load is removed and recompiled.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        sha256_hex: &str,
+        what: &str,
+    ) -> Result<LoadedModule, EngineError> {
+        let started = Instant::now();
+        let mut status = CacheStatus::Disabled;
+        if let Some(cache) = &self.cache {
+            match cache.load(&self.engine, sha256_hex) {
+                Ok(Some(module)) => {
+                    tracing::debug!(module = what, "compiled-module cache hit");
+                    return Ok(LoadedModule {
+                        module,
+                        cache_status: CacheStatus::Hit,
+                        load_time: started.elapsed(),
+                        compiler: self.compiler,
+                    });
+                }
+                Ok(None) => status = CacheStatus::Miss,
+                Err(CacheError::Unusable { path, reason }) => {
+                    tracing::warn!(
+                        "compiled-module cache entry {} is unusable ({reason}); recompiling",
+                        path.display()
+                    );
+                    status = CacheStatus::Recovered;
+                }
+                Err(e) => {
+                    tracing::warn!("compiled-module cache unavailable ({e}); compiling");
+                }
+            }
+        }
+
+        check_is_core_module(wasm, what)?;
+        let module = match &self.cache {
+            Some(cache) if status != CacheStatus::Disabled => {
+                let compiled = self
+                    .engine
+                    .precompile_module(wasm)
+                    .map_err(|e| compile_error(what, e))?;
+                match cache.store(&self.engine, sha256_hex, &compiled) {
+                    Ok(module) => module,
+                    Err(e) => {
+                        tracing::warn!("could not write the compiled-module cache ({e})");
+                        status = CacheStatus::Disabled;
+                        // SAFETY: `compiled` was produced by this engine just now.
+                        unsafe { Module::deserialize(&self.engine, &compiled) }
+                            .map_err(|e| compile_error(what, e))?
+                    }
+                }
+            }
+            _ => Module::new(&self.engine, wasm).map_err(|e| compile_error(what, e))?,
+        };
+        Ok(LoadedModule {
+            module,
+            cache_status: status,
+            load_time: started.elapsed(),
+            compiler: self.compiler,
+        })
+    }
+}
+
+/// The engine configuration for flights. Everything here changes compiled code, so it is all
+/// covered by `Engine::precompile_compatibility_hash`, which is part of the cache key.
+fn flight_config(compiler: Compiler) -> Config {
+    let mut config = Config::new();
+    config
+        .strategy(match compiler {
+            Compiler::Cranelift => Strategy::Cranelift,
+            Compiler::Winch => Strategy::Winch,
+        })
+        .cranelift_opt_level(OptLevel::Speed)
+        .epoch_interruption(true)
+        .parallel_compilation(true)
+        // Flights are WASI preview 1 core modules.
+        .wasm_component_model(false);
+    config
+}
+
+fn check_is_core_module(wasm: &[u8], what: &str) -> Result<(), EngineError> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        let detail = if wasm.is_empty() {
+            "the file is empty".to_string()
+        } else if wasm.len() >= 2 && wasm[..2] == [0x1f, 0x8b] {
+            "it is gzip data: name it *.gz so hoist decompresses it".to_string()
+        } else if wasm.len() < 8 && wasm.starts_with(&MAGIC[..wasm.len().min(4)]) {
+            format!("only {} bytes, truncated", wasm.len())
+        } else {
+            let head: String = wasm
+                .iter()
+                .take(16)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("it starts with {head} instead of the \\0asm magic")
+        };
+        return Err(EngineError::NotWasm {
+            what: what.to_string(),
+            detail,
+        });
+    }
+    // Version field: 1 for core modules; components use a different layer/version.
+    if wasm[4..8] != [1, 0, 0, 0] {
+        return Err(EngineError::Component {
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn compile_error(what: &str, e: wasmtime::Error) -> EngineError {
+    EngineError::Compile {
+        what: what.to_string(),
+        message: format!("{e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiler_names_parse() {
+        assert_eq!("Winch".parse::<Compiler>().unwrap(), Compiler::Winch);
+        assert_eq!(
+            "cranelift".parse::<Compiler>().unwrap(),
+            Compiler::Cranelift
+        );
+        assert!("llvm".parse::<Compiler>().is_err());
+    }
+
+    #[test]
+    fn non_wasm_inputs_are_named() {
+        let engine = FlightEngine::new(Compiler::Winch, None).unwrap();
+        let err = |bytes: &[u8]| engine.load(bytes, "x", "m.wasm").err().unwrap().to_string();
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"\x1f\x8b\x08\x00\x00\x00\x00\x00").contains("gzip"));
+        assert!(err(b"\0as").contains("truncated"));
+        assert!(err(b"apiVersion: v1\nkind: ConfigMap").contains("instead of the \\0asm magic"));
+        assert!(err(b"\0asm\x0d\0\x01\0").contains("component"));
+        // Magic and version but garbage after: a validation error with an offset.
+        let e = err(b"\0asm\x01\0\0\0\x01\xff\xff\xff");
+        assert!(e.contains("not a valid WebAssembly module"), "{e}");
+    }
+}

@@ -1,0 +1,714 @@
+//! Running one flight with Yoke's ABI, under limits.
+
+use crate::engine::{FlightEngine, LoadedModule};
+use crate::host::{ClusterAccess, HostError, LookupRequest};
+use crate::streams::{CappedStdout, StdoutCapExceeded, TeeStderr};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+pub use crate::streams::StderrMode;
+
+/// Everything a flight run needs besides the module.
+pub struct FlightSpec<'a> {
+    /// How to name the module in messages (its path or URL).
+    pub what: &'a str,
+    /// Release name: `argv[0]` and `YOKE_RELEASE`.
+    pub release: &'a str,
+    /// Release namespace: `YOKE_NAMESPACE` and `NAMESPACE`.
+    pub namespace: &'a str,
+    /// Arguments after `--`: `argv[1..]`.
+    pub args: &'a [String],
+    /// The flight's stdin.
+    pub stdin: Vec<u8>,
+    /// Linear memory cap in bytes.
+    pub max_memory_bytes: u64,
+    /// Wall-clock limit; `None` runs without one.
+    pub timeout: Option<Duration>,
+    /// stdout cap in bytes.
+    pub max_stdout_bytes: usize,
+    /// Whether the guest's stderr is streamed to hoist's stderr.
+    pub stderr: StderrMode,
+    /// Cluster access for `host.k8s_lookup` / `host.k8s_rest_mapping`; `None` answers
+    /// "feature not granted".
+    pub cluster: Option<Arc<dyn ClusterAccess>>,
+}
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct FlightOutput {
+    /// Everything the flight wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// The last few KiB of its stderr.
+    pub stderr_tail: String,
+    /// Time from instantiation to exit.
+    pub run_time: Duration,
+}
+
+/// A limit a flight ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Linear memory would have grown past the cap.
+    Memory {
+        /// The cap in bytes.
+        max_bytes: u64,
+    },
+    /// The flight ran longer than allowed.
+    Timeout {
+        /// The limit.
+        after: Duration,
+    },
+    /// The flight wrote more than the stdout cap.
+    Stdout {
+        /// The cap in bytes.
+        max_bytes: usize,
+    },
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Memory { max_bytes } => write!(
+                f,
+                "its memory limit of {} MiB (raise it with --max-memory-mib, at most 4096)",
+                max_bytes / (1024 * 1024)
+            ),
+            Limit::Timeout { after } => write!(
+                f,
+                "its time limit of {} (raise it with --timeout, or --timeout=-1s to disable)",
+                humanize(*after)
+            ),
+            Limit::Stdout { max_bytes } => write!(
+                f,
+                "its output limit of {} MiB on stdout (raise it with --max-output-mib)",
+                max_bytes / (1024 * 1024)
+            ),
+        }
+    }
+}
+
+/// Why a flight did not produce output.
+#[derive(Debug, thiserror::Error)]
+pub enum FlightError {
+    /// The module imports something hoist does not provide.
+    #[error("{what} imports {module}.{name}, which hoist does not provide: {hint}")]
+    UnknownImport {
+        /// The module's location.
+        what: String,
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+        /// What hoist does provide, or what kind of module this looks like.
+        hint: String,
+    },
+    /// The module has no `_start` export (not a WASI command).
+    #[error(
+        "{what} has no `_start` export: a flight must be a WASI command module (e.g. `GOOS=wasip1 GOARCH=wasm go build`, not a library or reactor)"
+    )]
+    NoStart {
+        /// The module's location.
+        what: String,
+    },
+    /// Instantiation failed for another reason (start function trap, bad import type, ...).
+    #[error("could not start {what}: {message}")]
+    Instantiate {
+        /// The module's location.
+        what: String,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// A limit stopped the flight.
+    #[error("{what} was stopped: it exceeded {limit}{}", tail_suffix(stderr_tail))]
+    LimitExceeded {
+        /// The module's location.
+        what: String,
+        /// Which limit.
+        limit: Limit,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// The flight exited with a non-zero code.
+    #[error("{what} exited with code {code}{}", tail_suffix(stderr_tail))]
+    Exit {
+        /// The module's location.
+        what: String,
+        /// The exit code.
+        code: i32,
+        /// The end of its stderr.
+        stderr_tail: String,
+        /// What it wrote to stdout before exiting (Yoke keeps it available).
+        stdout: Vec<u8>,
+    },
+    /// The flight trapped (crashed).
+    #[error("{what} crashed: {message}{}", tail_suffix(stderr_tail))]
+    Trap {
+        /// The module's location.
+        what: String,
+        /// The trap, first line.
+        message: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    let tail = tail.trim_end();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<&str> = tail.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(10)..];
+        format!("; last lines of its stderr:\n  {}", shown.join("\n  "))
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("memory limit exceeded")]
+struct MemoryLimitHit;
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("time limit exceeded")]
+struct TimeoutHit;
+
+struct MemoryLimiter {
+    max_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            return Err(wasmtime::Error::new(MemoryLimitHit));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables cost a pointer per element; a million elements is far beyond any flight.
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        4
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+struct FlightState {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+    deadline: Option<Instant>,
+}
+
+/// Runs a flight to completion under the limits in `spec`.
+pub fn run_flight(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    spec: FlightSpec<'_>,
+) -> Result<FlightOutput, FlightError> {
+    let what = spec.what.to_string();
+    let module = &module.module;
+
+    check_imports(module, &what)?;
+    if !matches!(
+        module.get_export("_start"),
+        Some(wasmtime::ExternType::Func(_))
+    ) {
+        return Err(FlightError::NoStart { what });
+    }
+
+    let stdout = CappedStdout::new(spec.max_stdout_bytes);
+    let stderr = TeeStderr::new(4096, spec.stderr);
+    let mut argv = Vec::with_capacity(spec.args.len() + 1);
+    argv.push(spec.release.to_string());
+    argv.extend(spec.args.iter().cloned());
+    let wasi = WasiCtxBuilder::new()
+        .args(&argv)
+        .env("YOKE_RELEASE", spec.release)
+        .env("YOKE_NAMESPACE", spec.namespace)
+        .env("NAMESPACE", spec.namespace)
+        .env("YOKE_VERSION", crate::YOKE_ABI_VERSION)
+        .env("HOIST_VERSION", crate::HOIST_VERSION)
+        .stdin(MemoryInputPipe::new(spec.stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build_p1();
+
+    let started = Instant::now();
+    let deadline = spec.timeout.map(|t| started + t);
+    let max_bytes = usize::try_from(spec.max_memory_bytes).unwrap_or(usize::MAX);
+    let mut store = Store::new(
+        engine.engine(),
+        FlightState {
+            wasi,
+            limiter: MemoryLimiter { max_bytes },
+            cluster: spec.cluster,
+            deadline,
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    let ticker = match deadline {
+        Some(deadline) => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::Error::new(TimeoutHit))
+                } else {
+                    Ok(UpdateDeadline::Continue(1))
+                }
+            });
+            Some(EpochTicker::start(engine.engine().clone()))
+        }
+        None => {
+            store.set_epoch_deadline(u64::MAX);
+            None
+        }
+    };
+
+    let result = instantiate_and_run(engine, module, &mut store, &what);
+    drop(ticker);
+    let run_time = started.elapsed();
+    let stderr_tail = stderr.tail();
+    let stdout_bytes = stdout.take();
+
+    let classify = |error: wasmtime::Error| -> FlightError {
+        if error.downcast_ref::<StdoutCapExceeded>().is_some() {
+            return FlightError::LimitExceeded {
+                what: what.clone(),
+                limit: Limit::Stdout {
+                    max_bytes: spec.max_stdout_bytes,
+                },
+                stderr_tail: stderr_tail.clone(),
+            };
+        }
+        if error.downcast_ref::<MemoryLimitHit>().is_some() {
+            return FlightError::LimitExceeded {
+                what: what.clone(),
+                limit: Limit::Memory {
+                    max_bytes: spec.max_memory_bytes,
+                },
+                stderr_tail: stderr_tail.clone(),
+            };
+        }
+        if error.downcast_ref::<TimeoutHit>().is_some() {
+            return FlightError::LimitExceeded {
+                what: what.clone(),
+                limit: Limit::Timeout {
+                    after: spec.timeout.unwrap_or_default(),
+                },
+                stderr_tail: stderr_tail.clone(),
+            };
+        }
+        let message = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("wasm trap: {trap}"),
+            None => format!("{error:#}")
+                .lines()
+                .next()
+                .unwrap_or("unknown error")
+                .to_string(),
+        };
+        FlightError::Trap {
+            what: what.clone(),
+            message,
+            stderr_tail: stderr_tail.clone(),
+        }
+    };
+
+    match result {
+        Ok(()) => Ok(FlightOutput {
+            stdout: stdout_bytes,
+            stderr_tail,
+            run_time,
+        }),
+        Err(RunFailure::Instantiate(message)) => Err(FlightError::Instantiate { what, message }),
+        Err(RunFailure::Wasm(error)) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(FlightOutput {
+                stdout: stdout_bytes,
+                stderr_tail,
+                run_time,
+            }),
+            Some(I32Exit(code)) => Err(FlightError::Exit {
+                what,
+                code: *code,
+                stderr_tail,
+                stdout: stdout_bytes,
+            }),
+            None => Err(classify(error)),
+        },
+    }
+}
+
+enum RunFailure {
+    Instantiate(String),
+    Wasm(wasmtime::Error),
+}
+
+fn instantiate_and_run(
+    engine: &FlightEngine,
+    module: &wasmtime::Module,
+    store: &mut Store<FlightState>,
+    what: &str,
+) -> Result<(), RunFailure> {
+    let linker =
+        flight_linker(engine.engine()).map_err(|e| RunFailure::Instantiate(format!("{e:#}")))?;
+    let instance = linker.instantiate(&mut *store, module).map_err(|e| {
+        // A start-section trap or a limit hit during instantiation is a run failure.
+        if e.downcast_ref::<wasmtime::Trap>().is_some()
+            || e.downcast_ref::<MemoryLimitHit>().is_some()
+            || e.downcast_ref::<TimeoutHit>().is_some()
+        {
+            RunFailure::Wasm(e)
+        } else {
+            RunFailure::Instantiate(format!("{e:#}"))
+        }
+    })?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut *store, "_start")
+        .map_err(|e| {
+            RunFailure::Instantiate(format!("{what}: `_start` has the wrong type: {e:#}"))
+        })?;
+    start.call(&mut *store, ()).map_err(RunFailure::Wasm)
+}
+
+/// WASI preview 1 (with hoist's bounded `poll_oneoff`) and the `host` module.
+fn flight_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<FlightState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut FlightState| &mut state.wasi)?;
+    linker.allow_shadowing(true);
+    linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", bounded_poll_oneoff)?;
+    linker.func_wrap("host", "k8s_lookup", k8s_lookup)?;
+    linker.func_wrap("host", "k8s_rest_mapping", k8s_rest_mapping)?;
+    Ok(linker)
+}
+
+/// What hoist provides to guests, for error messages.
+const PROVIDED: &str = "hoist provides WASI preview 1 (wasi_snapshot_preview1) and Yoke's host.k8s_lookup / host.k8s_rest_mapping";
+
+fn check_imports(module: &wasmtime::Module, what: &str) -> Result<(), FlightError> {
+    for import in module.imports() {
+        let known = match import.module() {
+            "wasi_snapshot_preview1" => true,
+            "host" => matches!(import.name(), "k8s_lookup" | "k8s_rest_mapping"),
+            _ => false,
+        };
+        if known {
+            continue;
+        }
+        let hint = match import.module() {
+            "gojs" | "go" => "this is a Go GOOS=js module (kpt's KRM function format); build flights with GOOS=wasip1".to_string(),
+            "wasi_unstable" => "this module targets the old wasi_unstable ABI; rebuild it for WASI preview 1".to_string(),
+            "wapc" => "this is a waPC module (a Kubewarden policy), not a flight".to_string(),
+            "env" => format!("{PROVIDED}; `env` imports usually mean the module was built for a browser or another host"),
+            _ => PROVIDED.to_string(),
+        };
+        return Err(FlightError::UnknownImport {
+            what: what.to_string(),
+            module: import.module().to_string(),
+            name: import.name().to_string(),
+            hint,
+        });
+    }
+    Ok(())
+}
+
+/// Increments the engine's epoch every 10 ms while a flight runs.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::Builder::new()
+            .name("hoist-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    thread::park_timeout(Duration::from_millis(10));
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---- bounded poll_oneoff -------------------------------------------------------------------
+//
+// wasmtime-wasi's poll_oneoff sleeps on the host for as long as the guest asks, where epoch
+// interruption cannot reach it: a flight calling time.Sleep(time.Hour) would hang hoist.
+// This replacement sleeps at most until the flight's deadline and then stops it. stdin and
+// stdout are in-memory and always ready, so fd subscriptions complete at once.
+
+const ERRNO_SUCCESS: i32 = 0;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOTSUP: i32 = 58;
+const SUBSCRIPTION_SIZE: usize = 48;
+const EVENT_SIZE: usize = 32;
+
+fn bounded_poll_oneoff(
+    mut caller: Caller<'_, FlightState>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    nsubs: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Ok(ERRNO_FAULT);
+    };
+    let deadline = caller.data().deadline;
+    let nsubs = nsubs as u32 as usize;
+    if nsubs == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let read_at = |data: &[u8], at: usize, len: usize| data.get(at..at + len).map(<[u8]>::to_vec);
+    let subs = {
+        let data = memory.data(&caller);
+        let Some(bytes) = nsubs
+            .checked_mul(SUBSCRIPTION_SIZE)
+            .and_then(|len| read_at(data, subs_ptr as u32 as usize, len))
+        else {
+            return Ok(ERRNO_FAULT);
+        };
+        bytes
+    };
+
+    let now_mono = Instant::now();
+    let now_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // (userdata, type, fd-ready or clock wait)
+    let mut waits = Vec::with_capacity(nsubs);
+    let mut any_fd = false;
+    for sub in subs.chunks_exact(SUBSCRIPTION_SIZE) {
+        let userdata = u64::from_le_bytes(sub[0..8].try_into().unwrap_or_default());
+        let tag = sub[8];
+        match tag {
+            0 => {
+                let clock_id = u32::from_le_bytes(sub[16..20].try_into().unwrap_or_default());
+                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
+                let flags = u16::from_le_bytes(sub[40..42].try_into().unwrap_or_default());
+                let absolute = flags & 1 == 1;
+                let wait = match (clock_id, absolute) {
+                    (_, false) => Duration::from_nanos(timeout),
+                    // realtime
+                    (0, true) => Duration::from_nanos(timeout).saturating_sub(now_wall),
+                    // monotonic: wasmtime-wasi's monotonic clock starts at context creation;
+                    // treat an absolute monotonic time as relative to now (Go never does this).
+                    (1, true) => Duration::from_nanos(timeout),
+                    _ => return Ok(ERRNO_NOTSUP),
+                };
+                waits.push((userdata, 0u8, Some(wait)));
+            }
+            1 | 2 => {
+                any_fd = true;
+                waits.push((userdata, tag, None));
+            }
+            _ => return Ok(ERRNO_INVAL),
+        }
+    }
+
+    let shortest = waits.iter().filter_map(|w| w.2).min();
+    if !any_fd && let Some(wait) = shortest {
+        let wake = now_mono + wait;
+        match deadline {
+            Some(deadline) if wake > deadline => {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(wasmtime::Error::new(TimeoutHit));
+            }
+            _ => thread::sleep(wake.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    let elapsed = now_mono.elapsed();
+    let mut events = Vec::new();
+    for (userdata, tag, wait) in &waits {
+        let ready = match wait {
+            None => true,
+            Some(wait) => *wait <= elapsed,
+        };
+        if !ready {
+            continue;
+        }
+        let mut event = [0u8; EVENT_SIZE];
+        event[0..8].copy_from_slice(&userdata.to_le_bytes());
+        event[10] = *tag;
+        events.extend_from_slice(&event);
+    }
+    let count = (events.len() / EVENT_SIZE) as u32;
+    let data = memory.data_mut(&mut caller);
+    let events_at = events_ptr as u32 as usize;
+    let nevents_at = nevents_ptr as u32 as usize;
+    if nevents_at + 4 > data.len() {
+        return Ok(ERRNO_FAULT);
+    }
+    let Some(dst) = data.get_mut(events_at..events_at + events.len()) else {
+        return Ok(ERRNO_FAULT);
+    };
+    dst.copy_from_slice(&events);
+    data[nevents_at..nevents_at + 4].copy_from_slice(&count.to_le_bytes());
+    Ok(ERRNO_SUCCESS)
+}
+
+// ---- the `host` module ---------------------------------------------------------------------
+
+/// Strings cross the boundary packed as `(ptr << 32) | len`.
+fn unpack(packed: i64) -> (usize, usize) {
+    let packed = packed as u64;
+    ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
+}
+
+fn guest_string(
+    caller: &mut Caller<'_, FlightState>,
+    packed: i64,
+    call: &str,
+) -> wasmtime::Result<String> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("host.{call}: the module exports no memory");
+    };
+    let (ptr, len) = unpack(packed);
+    let data = memory.data(&*caller);
+    let Some(bytes) = ptr.checked_add(len).and_then(|end| data.get(ptr..end)) else {
+        wasmtime::bail!("host.{call}: the flight passed a string outside its memory ({ptr}+{len})");
+    };
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Allocates `bytes.len()` in the guest through its exported `malloc` and copies them in.
+fn guest_malloc(
+    caller: &mut Caller<'_, FlightState>,
+    bytes: &[u8],
+    call: &str,
+) -> wasmtime::Result<i64> {
+    let Some(Extern::Func(malloc)) = caller.get_export("malloc") else {
+        wasmtime::bail!(
+            "host.{call}: the flight does not export `malloc(i32) -> i64`, which Yoke's host ABI requires"
+        );
+    };
+    let malloc = malloc.typed::<i32, i64>(&*caller)?;
+    let size = i32::try_from(bytes.len()).map_err(|_| {
+        wasmtime::format_err!("host.{call}: result of {} bytes is too large", bytes.len())
+    })?;
+    let buffer = malloc.call(&mut *caller, size)?;
+    let (ptr, len) = unpack(buffer);
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("host.{call}: the module exports no memory");
+    };
+    let data = memory.data_mut(&mut *caller);
+    let Some(dst) = ptr
+        .checked_add(bytes.len())
+        .and_then(|end| data.get_mut(ptr..end))
+    else {
+        wasmtime::bail!(
+            "host.{call}: the flight's malloc returned a buffer outside its memory ({ptr}+{len})"
+        );
+    };
+    dst.copy_from_slice(bytes);
+    Ok(buffer)
+}
+
+fn host_result(
+    caller: &mut Caller<'_, FlightState>,
+    state_ptr: i32,
+    result: Result<Vec<u8>, HostError>,
+    call: &str,
+) -> wasmtime::Result<i64> {
+    match result {
+        Ok(bytes) => guest_malloc(caller, &bytes, call),
+        Err(error) => {
+            let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                wasmtime::bail!("host.{call}: the module exports no memory");
+            };
+            let at = state_ptr as u32 as usize;
+            let data = memory.data_mut(&mut *caller);
+            let Some(dst) = data.get_mut(at..at + 4) else {
+                wasmtime::bail!(
+                    "host.{call}: the flight's state pointer {at} is outside its memory"
+                );
+            };
+            dst.copy_from_slice(&error.state().to_le_bytes());
+            guest_malloc(caller, error.to_string().as_bytes(), call)
+        }
+    }
+}
+
+fn k8s_lookup(
+    mut caller: Caller<'_, FlightState>,
+    state_ptr: i32,
+    name: i64,
+    namespace: i64,
+    kind: i64,
+    api_version: i64,
+) -> wasmtime::Result<i64> {
+    let request = LookupRequest {
+        name: guest_string(&mut caller, name, "k8s_lookup")?,
+        namespace: guest_string(&mut caller, namespace, "k8s_lookup")?,
+        kind: guest_string(&mut caller, kind, "k8s_lookup")?,
+        api_version: guest_string(&mut caller, api_version, "k8s_lookup")?,
+    };
+    let result = match caller.data().cluster.clone() {
+        Some(cluster) => cluster.lookup(&request),
+        None => Err(HostError::FeatureNotGranted),
+    };
+    host_result(&mut caller, state_ptr, result, "k8s_lookup")
+}
+
+fn k8s_rest_mapping(
+    mut caller: Caller<'_, FlightState>,
+    state_ptr: i32,
+    group_or_api_version: i64,
+    kind: i64,
+) -> wasmtime::Result<i64> {
+    let group = guest_string(&mut caller, group_or_api_version, "k8s_rest_mapping")?;
+    let kind = guest_string(&mut caller, kind, "k8s_rest_mapping")?;
+    let result = match caller.data().cluster.clone() {
+        Some(cluster) => cluster.rest_mapping(&group, &kind),
+        None => Err(HostError::FeatureNotGranted),
+    };
+    host_result(&mut caller, state_ptr, result, "k8s_rest_mapping")
+}
