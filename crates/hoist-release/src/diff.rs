@@ -218,7 +218,7 @@ mod tests {
         let yc = to_yaml(&canonical_map([&c]));
         let d = unified_diff("current", &ya, "next", &yc, 1, false);
         assert!(d.starts_with("--- current\n+++ next\n"), "{d}");
-        assert!(d.contains("-    y: '2'") || d.contains("-    y: \"2\""), "{d}");
+        assert!(d.contains("-    \"y\": \"2\"") && d.contains("+    \"y\": \"3\""), "{d}");
         let colored = unified_diff("current", &ya, "next", &yc, 1, true);
         assert!(colored.contains("\x1b[32m+"), "{colored}");
     }

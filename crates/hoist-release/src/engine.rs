@@ -572,7 +572,12 @@ async fn ensure_namespace(conn: &Connection, namespace: &str, poll: Duration) ->
 /// is corrected). A failure part-way is an [`Error::Partial`] listing what was applied.
 pub async fn takeoff(conn: &Connection, stages: &Stages, opts: &TakeoffOptions) -> Result<TakeoffOutcome> {
     let progress = opts.progress.clone();
-    if opts.create_namespace && !opts.dry_run {
+    // A flight that declares its own release Namespace creates it in its first stage; the
+    // namespace must not be pre-created unowned (that would be an ownership conflict).
+    let declares_namespace = stages
+        .iter()
+        .any(|r| r.is_namespace() && r.name() == opts.namespace);
+    if opts.create_namespace && !opts.dry_run && !declares_namespace {
         ensure_namespace(conn, &opts.namespace, opts.wait.poll).await?;
     }
     let release = load_release(conn, &opts.release, &opts.namespace).await?;
