@@ -1,1 +1,121 @@
-fn main() {}
+//! `hoist`: WebAssembly as the package format for Kubernetes.
+//!
+//! A thin binary: argument parsing and wiring over the library crates (see ARCHITECTURE.md).
+
+mod cmd;
+mod flight;
+mod kubecontext;
+mod oci_source;
+
+use clap::{Parser, Subcommand};
+use kubecontext::KubeTarget;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Render, deploy and verify Kubernetes packages written as sandboxed WebAssembly modules.
+#[derive(Parser, Debug)]
+#[command(name = "hoist", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Path to the kubeconfig [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use [default: the current context].
+    #[arg(long, global = true, value_name = "NAME")]
+    kube_context: Option<String>,
+
+    /// More detail on stderr (-v: steps and timings, -vv: debug). HOIST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a flight and print the resources it would apply, stage by stage.
+    Render(cmd::render::RenderArgs),
+    /// Inspect or clean the compiled-module cache.
+    Cache(cmd::cache::CacheArgs),
+    /// Sign a module (Yoke-compatible signature section inside the module).
+    Sign(cmd::sign::SignArgs),
+    /// Verify a module's signature against public keys.
+    Verify(cmd::sign::VerifyArgs),
+    /// Push a module to an OCI registry (Yoke, Kubewarden or kpt format).
+    #[command(alias = "stow")]
+    Push(cmd::oci::PushArgs),
+    /// Pull a module from an OCI registry (any of the three formats).
+    Pull(cmd::oci::PullArgs),
+    /// Render a flight and deploy it as a new revision of a release.
+    #[command(visible_aliases = ["up", "apply"])]
+    Takeoff(cmd::release::TakeoffArgs),
+    /// Roll a release back to a stored revision (no module is run).
+    #[command(visible_aliases = ["down", "restore", "rollback"])]
+    Descent(cmd::release::DescentArgs),
+    /// Delete a release: its resources and its history.
+    #[command(visible_alias = "delete")]
+    Mayday(cmd::release::MaydayArgs),
+    /// List releases, list a release's revisions, show one, or diff two.
+    #[command(visible_aliases = ["inspect", "history"])]
+    Blackbox(cmd::release::BlackboxArgs),
+    /// Show drift between a release's stored state and the cluster; --fix re-applies.
+    #[command(visible_aliases = ["drift", "diff"])]
+    Turbulence(cmd::release::TurbulenceArgs),
+    /// Remove a release's lock left behind by an interrupted takeoff.
+    #[command(visible_alias = "unlock")]
+    Unlatch(cmd::release::UnlatchArgs),
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("HOIST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    // One TLS crypto provider for every client (kube, reqwest, OCI); insurance against two
+    // providers being compiled in.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let kube = KubeTarget {
+        kubeconfig: cli.kubeconfig,
+        context: cli.kube_context,
+    };
+    let result = match cli.command {
+        Command::Render(args) => cmd::render::run(args, &kube),
+        Command::Cache(args) => cmd::cache::run(args),
+        Command::Sign(args) => cmd::sign::run_sign(args),
+        Command::Verify(args) => cmd::sign::run_verify(args),
+        Command::Push(args) => cmd::oci::run_push(args),
+        Command::Pull(args) => cmd::oci::run_pull(args),
+        Command::Takeoff(args) => cmd::release::run_takeoff(args, &kube),
+        Command::Descent(args) => cmd::release::run_descent(args, &kube),
+        Command::Mayday(args) => cmd::release::run_mayday(args, &kube),
+        Command::Blackbox(args) => cmd::release::run_blackbox(args, &kube),
+        Command::Turbulence(args) => cmd::release::run_turbulence(args, &kube),
+        Command::Unlatch(args) => cmd::release::run_unlatch(args, &kube),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hoist: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -157,6 +157,18 @@ pub fn fetch(
     })
 }
 
+/// The URL a location is recorded and allow-listed as: `file:///absolute/path` for local
+/// files (paths and `file://`), the location itself for URLs and OCI references.
+pub fn canonical_url(location: &str) -> String {
+    if let Some(rest) = location.strip_prefix("file://") {
+        file_url(Path::new(rest))
+    } else if location.contains("://") {
+        location.to_string()
+    } else {
+        file_url(Path::new(location))
+    }
+}
+
 fn file_url(path: &Path) -> String {
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     format!("file://{}", absolute.display())

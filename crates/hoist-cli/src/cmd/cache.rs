@@ -1,0 +1,106 @@
+//! `hoist cache`: inspect and clean the compiled-module cache.
+
+use anyhow::Context;
+use hoist_runtime::{Compiler, FlightEngine, ModuleCache};
+use std::path::PathBuf;
+
+/// Arguments of `hoist cache`.
+#[derive(clap::Args, Debug)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+
+    /// Cache directory [default: $HOIST_CACHE_DIR/modules or ~/.cache/hoist/modules].
+    #[arg(long, value_name = "DIR", global = true, alias = "cache-dir")]
+    pub compilation_cache: Option<PathBuf>,
+}
+
+/// `hoist cache` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List compiled modules in the cache.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+    /// Remove compiled modules from the cache.
+    Clean {
+        /// Only remove entries this hoist cannot use (other versions, compilers or CPUs).
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+/// Output formats of `cache ls`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON array.
+    Json,
+}
+
+/// Runs `hoist cache`.
+pub fn run(args: CacheArgs) -> anyhow::Result<()> {
+    let dir = args
+        .compilation_cache
+        .or_else(ModuleCache::default_dir)
+        .context("no cache directory: set HOIST_CACHE_DIR or pass --compilation-cache")?;
+    // The engine tells which entries are current for this hoist (config key).
+    let engine = FlightEngine::new(Compiler::from_env()?, Some(ModuleCache::new(&dir)))?;
+    let cache = engine.cache().context("cache unavailable")?;
+    match args.command {
+        CacheCommand::Ls { output } => {
+            let entries = cache.list()?;
+            match output {
+                ListFormat::Json => {
+                    let rows: Vec<_> = entries
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "module_sha256": e.module_sha256,
+                                "compiler": e.compiler,
+                                "config_key": e.config_key,
+                                "current": e.current,
+                                "bytes": e.size,
+                                "modified": e.modified.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                                "path": e.path,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                ListFormat::Table => {
+                    if entries.is_empty() {
+                        eprintln!("the cache at {} is empty", dir.display());
+                        return Ok(());
+                    }
+                    println!("{:<16} {:<9} {:>9} {:<7} LAST USED", "MODULE", "COMPILER", "SIZE", "USABLE");
+                    for e in &entries {
+                        println!(
+                            "{:<16} {:<9} {:>8.1}M {:<7} {}",
+                            &e.module_sha256[..16.min(e.module_sha256.len())],
+                            e.compiler,
+                            e.size as f64 / (1024.0 * 1024.0),
+                            if e.current { "yes" } else { "no" },
+                            e.modified
+                                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+        CacheCommand::Clean { stale } => {
+            let (count, bytes) = cache.clean(stale)?;
+            eprintln!(
+                "removed {count} compiled module(s), {:.1} MiB, from {}",
+                bytes as f64 / (1024.0 * 1024.0),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The render pipeline shared by `render` and `takeoff`: fetch → check provenance → compile
+//! (or load from cache) → run → parse.
+
+use anyhow::{Context, bail};
+use hoist_provenance::checksum::Sha256Digest;
+use hoist_resources::{Stages, parse_flight_output};
+use hoist_runtime::host::ClusterAccess;
+use hoist_runtime::{Compiler, FlightEngine, FlightSpec, ModuleCache, StderrMode};
+use hoist_source::{FetchedModule, SourceOptions};
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest stdin hoist reads (resources or flight input).
+const MAX_STDIN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How to find and run a flight: shared by `render` and `takeoff`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FlightArgs {
+    /// The flight: a path, file://, http(s):// or oci:// URL (.gz is decompressed). Without
+    /// it, resources are read from stdin (`python3 app.py | hoist render`).
+    #[arg(value_name = "MODULE")]
+    pub module: Option<String>,
+
+    /// Arguments for the flight (after `--`); argv[0] is the release name.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+
+    /// Expected SHA-256 of the (decompressed) module; a mismatch stops before anything runs.
+    #[arg(long, value_name = "HEX")]
+    pub checksum: Option<String>,
+
+    /// Memory limit of the flight in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_memory_mib: u64,
+
+    /// Wall-clock limit of the flight (e.g. 10s, 1m30s); negative disables it.
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true)]
+    pub timeout: String,
+
+    /// Limit on what the flight may write to stdout, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_output_mib: u64,
+
+    /// Compile the module without reading or writing the compiled-module cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Directory of the compiled-module cache [default: $HOIST_CACHE_DIR/modules or
+    /// ~/.cache/hoist/modules].
+    #[arg(long, value_name = "DIR", alias = "cache-dir")]
+    pub compilation_cache: Option<PathBuf>,
+
+    /// Allow plain-http OCI registries (localhost registries always are).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Use only the OCI download cache: a tag resolves to the digest it last resolved to.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Refuse modules not signed by one of these public keys (a PEM file or a directory of
+    /// *.pem, repeatable). Checked even for allow-listed modules.
+    #[arg(long, value_name = "KEY|DIR", env = "HOIST_VERIFY_KEYS", value_delimiter = ':')]
+    pub verify: Vec<PathBuf>,
+
+    /// Only run modules whose URL matches one of these globs (`*` stays within one `/`
+    /// segment; local files match as file:///absolute/path). Repeatable.
+    #[arg(long, value_name = "GLOB", env = "HOIST_ALLOW", value_delimiter = ' ')]
+    pub allow: Vec<String>,
+}
+
+/// What the module was, for release history and digest pinning.
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    /// Source URL as recorded in release history (`file:///abs` for local files).
+    pub url: String,
+    /// SHA-256 of the module (hex).
+    pub sha256: String,
+    /// SHA-1 of the module (hex): what Yoke records as `source-checksum`.
+    pub sha1: String,
+}
+
+/// A rendered flight.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The stages as the flight produced them (pre-stages not yet split).
+    pub stages: Stages,
+    /// The module, when there was one (not for stdin input).
+    pub module: Option<ModuleInfo>,
+}
+
+impl FlightArgs {
+    /// The timeout, `None` when disabled.
+    pub fn timeout(&self) -> anyhow::Result<Option<Duration>> {
+        let text = self.timeout.trim();
+        if text.starts_with('-') {
+            return Ok(None);
+        }
+        let parsed = humantime::parse_duration(text)
+            .or_else(|_| text.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid --timeout {text:?}: use a duration such as 10s, 500ms or 2m (negative disables)"
+                )
+            })?;
+        Ok((!parsed.is_zero()).then_some(parsed))
+    }
+
+    /// The default release name for this module: its file stem.
+    pub fn default_release_name(&self) -> String {
+        let Some(module) = &self.module else {
+            return "stdin".to_string();
+        };
+        let path = module.split(['?', '#']).next().unwrap_or(module);
+        let path = path.split('@').next().unwrap_or(path);
+        let last = path.rsplit('/').next().unwrap_or(path);
+        let last = if module.starts_with("oci://") {
+            last.split(':').next().unwrap_or(last)
+        } else {
+            last
+        };
+        let stem = last.split('.').next().unwrap_or(last);
+        if stem.is_empty() {
+            "release".to_string()
+        } else {
+            stem.to_string()
+        }
+    }
+}
+
+/// Reads the user's stdin when it is not a terminal; empty otherwise.
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(Vec::new());
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .context("reading stdin")?;
+    if bytes.len() as u64 > MAX_STDIN_BYTES {
+        bail!(
+            "stdin is larger than {} MiB; refusing to buffer it",
+            MAX_STDIN_BYTES / (1024 * 1024)
+        );
+    }
+    Ok(bytes)
+}
+
+fn fetch_module(flight: &FlightArgs, location: &str) -> anyhow::Result<FetchedModule> {
+    let checksum = flight
+        .checksum
+        .as_deref()
+        .map(Sha256Digest::from_hex)
+        .transpose()?;
+    check_allowed(flight, location)?;
+    let oci = crate::oci_source::OciSource {
+        insecure: flight.insecure,
+        offline: flight.offline,
+    };
+    let started = Instant::now();
+    let fetched = hoist_source::fetch(location, checksum.as_ref(), &SourceOptions::default(), Some(&oci))?;
+    tracing::info!(
+        module = location,
+        sha256 = %fetched.sha256,
+        bytes = fetched.wasm.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "module fetched"
+    );
+    if !flight.verify.is_empty() {
+        let keys = crate::cmd::sign::load_keys(&flight.verify)?;
+        let verified = crate::cmd::sign::verify_module(&fetched.wasm, &keys, location)?;
+        tracing::info!(module = location, key = ?verified, "signature verified");
+    }
+    Ok(fetched)
+}
+
+/// Refuses a module whose URL is outside the allow list, before anything is fetched.
+fn check_allowed(flight: &FlightArgs, location: &str) -> anyhow::Result<()> {
+    let allow = hoist_provenance::allow::AllowList::new(flight.allow.iter().filter(|p| !p.is_empty()))
+        .context("invalid --allow pattern")?;
+    if allow.is_empty() {
+        return Ok(());
+    }
+    let url = hoist_source::canonical_url(location);
+    match allow.check(&url) {
+        Ok(Some(pattern)) => {
+            tracing::info!(module = location, pattern, "allowed");
+            Ok(())
+        }
+        Ok(None) => bail!(
+            "{location} is not allowed: {url} matches none of the allowed patterns ({}); add a pattern with --allow or HOIST_ALLOW",
+            allow.patterns().join(", ")
+        ),
+        Err(e) => bail!("{location} is not allowed: {e}"),
+    }
+}
+
+fn engine_for(flight: &FlightArgs) -> anyhow::Result<FlightEngine> {
+    let compiler = Compiler::from_env()?;
+    let cache = if flight.no_cache {
+        None
+    } else {
+        flight
+            .compilation_cache
+            .clone()
+            .or_else(ModuleCache::default_dir)
+            .map(ModuleCache::new)
+    };
+    Ok(FlightEngine::new(compiler, cache)?)
+}
+
+/// Runs the flight and returns its raw stdout (for `takeoff --stdout`), or stdin itself when
+/// no module is given.
+pub fn run_flight_raw(
+    flight: &FlightArgs,
+    release: &str,
+    namespace: &str,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(run(flight, release, namespace, cluster)?.0)
+}
+
+/// Renders the flight into stages.
+pub fn render_flight(
+    flight: &FlightArgs,
+    release: &str,
+    namespace: &str,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+) -> anyhow::Result<Rendered> {
+    let (stdout, module) = run(flight, release, namespace, cluster)?;
+    let source = flight.module.as_deref().unwrap_or("stdin");
+    let stages = parse_flight_output(&stdout)
+        .with_context(|| format!("invalid output from {source}"))?;
+    Ok(Rendered { stages, module })
+}
+
+fn run(
+    flight: &FlightArgs,
+    release: &str,
+    namespace: &str,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+) -> anyhow::Result<(Vec<u8>, Option<ModuleInfo>)> {
+    let timeout = flight.timeout()?;
+    let Some(location) = flight.module.as_deref() else {
+        if !flight.verify.is_empty() || flight.allow.iter().any(|p| !p.is_empty()) {
+            bail!(
+                "signature keys or an allow list are configured (--verify/HOIST_VERIFY_KEYS, --allow/HOIST_ALLOW), but resources piped on stdin have no provenance to check: pass a module instead"
+            );
+        }
+        if std::io::stdin().is_terminal() {
+            bail!(
+                "no module given and stdin is a terminal: pass a module (path, URL or oci://) or pipe resources in (e.g. `python3 app.py | hoist render`)"
+            );
+        }
+        return Ok((read_stdin()?, None));
+    };
+
+    let fetched = fetch_module(flight, location)?;
+    let engine = engine_for(flight)?;
+    let loaded = engine.load(&fetched.wasm, &fetched.sha256.to_hex(), location)?;
+    tracing::info!(
+        module = location,
+        compiler = %loaded.compiler,
+        cache = %loaded.cache_status,
+        ms = loaded.load_time.as_secs_f64() * 1000.0,
+        "module ready"
+    );
+
+    let spec = FlightSpec {
+        what: location,
+        release,
+        namespace,
+        args: &flight.args,
+        stdin: read_stdin()?,
+        max_memory_bytes: flight.max_memory_mib * 1024 * 1024,
+        timeout,
+        max_stdout_bytes: (flight.max_output_mib * 1024 * 1024) as usize,
+        stderr: StderrMode::Stream,
+        cluster,
+    };
+    let output = hoist_runtime::run_flight(&engine, &loaded, spec)?;
+    tracing::info!(
+        module = location,
+        ms = output.run_time.as_secs_f64() * 1000.0,
+        stdout_bytes = output.stdout.len(),
+        "flight finished"
+    );
+    let info = ModuleInfo {
+        url: fetched.url.clone(),
+        sha256: fetched.sha256.to_hex(),
+        sha1: {
+            use sha1::Digest;
+            hex::encode(sha1::Sha1::digest(&fetched.wasm))
+        },
+    };
+    Ok((output.stdout, Some(info)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(module: Option<&str>, timeout: &str) -> FlightArgs {
+        FlightArgs {
+            module: module.map(str::to_string),
+            timeout: timeout.to_string(),
+            ..FlightArgs::default()
+        }
+    }
+
+    #[test]
+    fn timeouts_parse_like_yoke() {
+        assert_eq!(args(None, "10s").timeout().unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(args(None, "1m30s").timeout().unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(args(None, "250ms").timeout().unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(args(None, "-1s").timeout().unwrap(), None);
+        assert_eq!(args(None, "-1").timeout().unwrap(), None);
+        assert!(args(None, "soon").timeout().is_err());
+    }
+
+    #[test]
+    fn release_names_default_to_the_file_stem() {
+        let name = |m: &str| args(Some(m), "1s").default_release_name();
+        assert_eq!(name("./flights/hello.wasm"), "hello");
+        assert_eq!(name("hello.wasm.gz"), "hello");
+        assert_eq!(name("https://h/x/web-app.wasm?v=1"), "web-app");
+        assert_eq!(name("oci://127.0.0.1:5000/org/redis:v1.2"), "redis");
+        assert_eq!(name("oci://r/org/redis@sha256:abc"), "redis");
+        assert_eq!(args(None, "1s").default_release_name(), "stdin");
+    }
+}

@@ -1,0 +1,114 @@
+//! Helpers shared by the end-to-end tests: the real `hoist` binary, Go-built test flights.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Path of the Go-built test flight `name` (`testdata/flights/<name>`), building every
+/// flight once per test process with `scripts/build-testdata` (cached by source hash).
+pub fn flight(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let dir = std::env::var_os("HOIST_TESTDATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target/testdata"));
+        let status = Command::new(workspace().join("scripts/build-testdata"))
+            .env("HOIST_TESTDATA_DIR", &dir)
+            .status()
+            .map_err(|e| format!("cannot run scripts/build-testdata: {e}"))?;
+        if !status.success() {
+            return Err(format!("scripts/build-testdata failed: {status}"));
+        }
+        Ok(dir)
+    });
+    match dir {
+        Ok(dir) => dir.join(format!("{name}.wasm")),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A `hoist` command with an isolated cache dir and no kubeconfig.
+pub struct Hoist {
+    pub cache: tempfile::TempDir,
+}
+
+impl Hoist {
+    pub fn new() -> Self {
+        Hoist {
+            cache: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        cmd.env("HOIST_CACHE_DIR", self.cache.path())
+            .env("KUBECONFIG", self.cache.path().join("no-kubeconfig"))
+            .env_remove("HOIST_LOG")
+            .env_remove("HOIST_COMPILER");
+        cmd
+    }
+
+    /// Runs `hoist ARGS` with `stdin` piped in.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_stdin(self.cmd().args(args), stdin)
+    }
+}
+
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hoist");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait for hoist");
+    let _ = writer.join();
+    output
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout parsed as JSON.
+pub fn json_ok(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "hoist failed: {}\nstdout: {}",
+        stderr(output),
+        stdout(output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+/// Asserts failure with a non-zero exit and a one-line `hoist: error:` that contains every
+/// `needle`; returns stderr.
+pub fn fails_with(output: &Output, needles: &[&str]) -> String {
+    let err = stderr(output);
+    assert!(
+        !output.status.success(),
+        "expected failure, got success; stdout: {}",
+        stdout(output)
+    );
+    assert!(err.contains("hoist: error:"), "no error line: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    err
+}
