@@ -200,6 +200,12 @@ fn yoke() -> Option<PathBuf> {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
             let msg = "HOIST_YOKE is not set: point it at a yoke v0.20.27 binary (`export HOIST_YOKE=$(scripts/tools path yoke)`) to run the Yoke interop test";
+            // scripts/test says why yoke cannot exist on this machine; only then is a skip
+            // acceptable under CI.
+            if let Ok(why) = std::env::var("HOIST_YOKE_UNAVAILABLE") {
+                eprintln!("SKIP yoke interop: {why}");
+                return None;
+            }
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{msg} (required when CI=true)");
             }
