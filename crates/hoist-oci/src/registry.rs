@@ -114,7 +114,15 @@ impl Registry {
     }
 
     fn unreachable(&self, url: &str, e: &reqwest::Error) -> OciError {
-        let hint = if self.https {
+        let detail = error_chain(e);
+        let hint = if detail.contains("dns error") {
+            format!("; check the registry host name '{}'", self.registry)
+        } else if detail.to_ascii_lowercase().contains("connection refused") {
+            format!(
+                "; nothing listens on {} (is the registry running, is the port right?)",
+                self.registry
+            )
+        } else if self.https {
             format!(
                 "; if {} serves plain http, retry with --insecure (PullOptions/PushOptions::insecure)",
                 self.registry
@@ -125,7 +133,7 @@ impl Registry {
         OciError::Unreachable {
             registry: self.registry.clone(),
             url: url.to_string(),
-            detail: error_chain(e),
+            detail,
             hint,
         }
     }
@@ -761,6 +769,35 @@ mod tests {
         let (s, p) = parse_challenge("");
         assert_eq!(s, "");
         assert!(p.is_empty());
+    }
+
+    /// https against a plain-http server (a real TCP server on 127.0.0.1) suggests --insecure.
+    #[tokio::test]
+    async fn https_against_plain_http_suggests_insecure() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten().take(4) {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        let reference = OciReference::parse(&format!("{addr}/x/y:v1")).unwrap();
+        let mut reg = Registry::connect(&reference, false, Access::Pull)
+            .await
+            .unwrap();
+        // as if the registry had a non-loopback name
+        reg.base = format!("https://{addr}");
+        reg.https = true;
+        let err = reg.head_manifest("v1").await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, OciError::Unreachable { .. }), "{msg}");
+        assert!(msg.contains("--insecure") && msg.contains(&addr), "{msg}");
     }
 
     #[test]

@@ -120,7 +120,10 @@ async fn raw_get_manifest(r: &str, tag: &str) -> (String, serde_json::Value) {
         .to_str()
         .unwrap()
         .to_string();
-    (ct, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap())
+    (
+        ct,
+        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap(),
+    )
 }
 
 async fn raw_tags(r: &str) -> Vec<String> {
@@ -1043,4 +1046,42 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
         .unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, wasm);
+
+    // Yoke's format read the way yoke's own pull does (go-containerregistry): config media
+    // type, the first application/vnd.yoke.wasm.gzip layer, gunzipped.
+    let base = repo(&reg, "crane-yoke");
+    push_module(&wasm, &format!("{base}:v1"), &PushOptions::default())
+        .await
+        .unwrap();
+    let manifest = run(Command::new(&crane)
+        .args(["manifest", "--insecure"])
+        .arg(format!("{}:latest", strip(&base))));
+    let v: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(
+        v["config"]["mediaType"],
+        "application/vnd.yoke.config.v1+json"
+    );
+    assert_eq!(
+        v["layers"][0]["mediaType"],
+        "application/vnd.yoke.wasm.gzip"
+    );
+    let layer = v["layers"][0]["digest"].as_str().unwrap().to_string();
+    let out = Command::new(&crane)
+        .args(["blob", "--insecure"])
+        .arg(format!("{}@{layer}", strip(&base)))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut gunzipped = Vec::new();
+    flate2::read::GzDecoder::new(&out.stdout[..])
+        .read_to_end(&mut gunzipped)
+        .unwrap();
+    assert_eq!(gunzipped, wasm);
+    let tags = run(Command::new(&crane)
+        .args(["ls", "--insecure"])
+        .arg(strip(&base)));
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    let sha_tag = format!("sha256_{}", hex_sha(&wasm));
+    assert_eq!(tags, vec!["latest", sha_tag.as_str(), "v1"]);
 }
