@@ -94,6 +94,10 @@ pub fn unified_diff(old_name: &str, old: &str, new_name: &str, new: &str, contex
         .context_radius(context)
         .header(old_name, new_name)
         .to_string();
+    let mut text = text;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     if !color {
         return text;
     }
