@@ -14,6 +14,7 @@
 mod archive;
 mod cache;
 mod error;
+mod kwmeta;
 mod media;
 mod reference;
 mod registry;
@@ -25,6 +26,7 @@ use flate2::Compression;
 use serde_json::json;
 
 pub use error::{OciError, Result};
+pub use kwmeta::{KUBEWARDEN_METADATA_SECTION, custom_section, kubewarden_annotations};
 pub use media::{
     DOCKER_IMAGE_CONFIG, DOCKER_LAYER_TAR_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
     ModuleFormat, OCI_INDEX, OCI_MANIFEST, WASM_CONFIG, WASM_CONTENT_LAYER, YOKE_CONFIG,
@@ -101,8 +103,9 @@ pub struct PushOptions {
     pub extra_tags: Vec<String>,
     /// Plain http for any registry (loopback registries always use plain http).
     pub insecure: bool,
-    /// Manifest annotations (Kubewarden's format puts the policy metadata annotations here;
-    /// other formats add them to the image manifest too).
+    /// Manifest annotations. Kubewarden's format also takes the string `annotations` of the
+    /// module's `io.kubewarden.metadata` section (these win over them); other formats put
+    /// just these on the image manifest.
     pub annotations: BTreeMap<String, String>,
     /// Name of the file inside kpt's tar layer (kpt uses the pushed file's base name);
     /// `module.wasm` when unset.
@@ -444,8 +447,11 @@ pub async fn push_module(wasm: &[u8], reference: &str, opts: &PushOptions) -> Re
                 "config": {"mediaType": WASM_CONFIG, "digest": config_digest, "size": config.len()},
                 "layers": [{"mediaType": WASM_CONTENT_LAYER, "digest": layer_digest, "size": wasm.len()}],
             });
-            if let Some(a) = &annotations {
-                manifest["annotations"] = json!(a);
+            // The policy's own metadata annotations, overridden by the caller's.
+            let mut all = kubewarden_annotations(wasm);
+            all.extend(opts.annotations.clone());
+            if !all.is_empty() {
+                manifest["annotations"] = json!(all);
             }
             let body = serde_json::to_vec(&manifest).unwrap_or_default();
             put_at_tags(&reg, &primary, &tags, OCI_MANIFEST, &body).await?

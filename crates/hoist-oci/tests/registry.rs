@@ -263,7 +263,21 @@ async fn yoke_round_trip_and_tags() {
 #[tokio::test]
 async fn kubewarden_round_trip_with_annotations() {
     let Some(reg) = registry() else { return };
-    let wasm = module("kubewarden");
+    // a policy carrying metadata annotations in its io.kubewarden.metadata section
+    let mut wasm = module("kubewarden");
+    let meta = br#"{"protocolVersion":"v1","annotations":{"io.kubewarden.policy.title":"from metadata","io.kubewarden.policy.author":"hoist tests"}}"#;
+    let name = b"io.kubewarden.metadata";
+    let len = 1 + name.len() + meta.len();
+    assert!(len < 1 << 14);
+    wasm.extend_from_slice(&[
+        0,
+        (len as u8 & 0x7f) | 0x80,
+        (len >> 7) as u8,
+        name.len() as u8,
+    ]);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(meta);
+    assert_eq!(hoist_oci::kubewarden_annotations(&wasm).len(), 2);
     let base = repo(&reg, "kw");
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -292,9 +306,14 @@ async fn kubewarden_round_trip_with_annotations() {
         "application/vnd.wasm.content.layer.v1+wasm"
     );
     assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+    // the caller's annotation wins over the metadata's; the others are kept
     assert_eq!(
         m["annotations"]["io.kubewarden.policy.title"],
         "test policy"
+    );
+    assert_eq!(
+        m["annotations"]["io.kubewarden.policy.author"],
+        "hoist tests"
     );
     let p = pull_module(&format!("{base}:v0.1.0"), &PullOptions::default())
         .await
@@ -929,6 +948,13 @@ fn run(cmd: &mut Command) -> String {
 #[tokio::test]
 async fn yoke_stow_then_hoist_pull_and_hoist_push_then_yoke_takeoff() {
     let Some(reg) = registry() else { return };
+    if let Ok(why) = std::env::var("HOIST_YOKE_UNAVAILABLE")
+        && std::env::var_os("HOIST_YOKE").is_none()
+    {
+        // scripts/test states why the real yoke cannot be built on this machine.
+        eprintln!("SKIP: yoke interop: {why}");
+        return;
+    }
     let Some(yoke) = need("HOIST_YOKE", "build it with `scripts/tools path yoke`") else {
         return;
     };
