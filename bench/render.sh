@@ -39,6 +39,8 @@ die() { log "error: $*"; exit 1; }
 command -v python3 >/dev/null || die "python3 is required (Debian package python3)"
 [ -x /usr/bin/time ] || die "/usr/bin/time is required for peak RSS (apt-get install time)"
 
+load="$(cut -d' ' -f1 /proc/loadavg)" # before we add our own load
+
 # --- inputs -------------------------------------------------------------------
 native_target=()
 [ "$FLIGHT" = realistic ] && native_target=(realistic-native)
@@ -176,29 +178,34 @@ fi
 size="$(stat -c %s "$module")"
 
 python3 - "$out" "$FLIGHT" "$size" "$(nproc)" "$cpu" "$(uname -r)" "${hoist_version:-hoist}" \
-  "$(go version 2>/dev/null | cut -d' ' -f3)" "$timer" "$RUNS" "$WARMUP" "$(date -u +%Y-%m-%d)" \
+  "$(go version 2>/dev/null | cut -d' ' -f3)" "$timer" "$RUNS" "$WARMUP" "$(date -u +%Y-%m-%d)" "$load" \
   "${rows[@]}" <<'PY'
 import json, os, sys
-out, flight, size, ncpu, cpu, kernel, hoist, gov, timer, runs, warmup, day = sys.argv[1:13]
-rows = [r.split("|") for r in sys.argv[13:]]
+out, flight, size, ncpu, cpu, kernel, hoist, gov, timer, runs, warmup, day, load = sys.argv[1:14]
+rows = [r.split("|") for r in sys.argv[14:]]
 
 def result(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)["results"][0]
 
 def ms(s):
+    if s >= 1:
+        return f"{s:.2f} s"
     return f"{s * 1000:.0f} ms" if s >= 0.1 else f"{s * 1000:.1f} ms"
+
+def times(x):
+    return f"{x:.0f}×" if x >= 100 else f"{x:.1f}×"
 
 native = next((result(n) for _, _, n, _ in rows if n == "native"), None)
 print(f"### `hoist render` of the `{flight}` flight ({int(size) / 1e6:.1f} MB of wasm)\n")
 print(f"Machine: {ncpu} CPUs, {cpu}, Linux {kernel}. {hoist}, Go {gov.removeprefix('go')}, "
-      f"{timer}: {runs} runs after {warmup} warm-ups, {day}. Whole-process wall time; "
-      "cold = empty compiled-module cache each run.\n")
+      f"{timer}: {runs} runs after {warmup} warm-ups, {day}; load average {load} at start. "
+      "Whole-process wall time; cold = empty compiled-module cache each run.\n")
 print("| run | compiler | mean ± σ | min | max | peak RSS | × native |")
 print("|---|---|---|---|---|---|---|")
 for label, compiler, name, rss in rows:
     r = result(name)
-    ratio = f"{r['mean'] / native['mean']:.1f}×" if native else "–"
+    ratio = times(r['mean'] / native['mean']) if native else "–"
     rss = f"{int(rss) / 1024:.0f} MiB" if rss.isdigit() else "?"
     print(f"| {label} | {compiler} | {ms(r['mean'])} ± {ms(r['stddev'])} | {ms(r['min'])} "
           f"| {ms(r['max'])} | {rss} | {ratio} |")
