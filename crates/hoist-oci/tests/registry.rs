@@ -1111,3 +1111,68 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
     let sha_tag = format!("sha256_{}", hex_sha(&wasm));
     assert_eq!(tags, vec!["latest", sha_tag.as_str(), "v1"]);
 }
+
+/// Builds `tests/gcr-yoke` (go-containerregistry doing what `yoke stow` and yoke's pull do).
+fn gcr_yoke() -> Option<PathBuf> {
+    let go = match Command::new("go").arg("version").output() {
+        Ok(o) if o.status.success() => "go",
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("`go` is not on PATH: needed to build tests/gcr-yoke");
+            }
+            eprintln!("SKIP: `go` is not on PATH (needed to build tests/gcr-yoke)");
+            return None;
+        }
+    };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gcr-yoke");
+    run(Command::new(go)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gcr-yoke"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=readonly")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("."));
+    Some(out)
+}
+
+#[tokio::test]
+async fn yoke_format_interop_with_go_containerregistry() {
+    let Some(reg) = registry() else { return };
+    let Some(tool) = gcr_yoke() else { return };
+    let dir = tempfile::tempdir().unwrap();
+
+    // produced the way `yoke stow` does, pulled by hoist
+    let wasm = module("gcr-stow");
+    let file = dir.path().join("flight.wasm");
+    std::fs::write(&file, &wasm).unwrap();
+    let base = repo(&reg, "gcr-stow");
+    let digest_ref = run(Command::new(&tool)
+        .arg("stow")
+        .arg(&file)
+        .arg(format!("{}:v1", strip(&base))));
+    let p = pull_module(&format!("{base}:v1"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(p.wasm, wasm);
+    assert_eq!(p.format, ModuleFormat::Yoke);
+    assert_eq!(p.resolved, digest_ref.trim());
+    let sha_tag = format!("sha256_{}", hex_sha(&wasm));
+    assert_eq!(
+        raw_tags(&base).await,
+        vec!["latest".to_string(), sha_tag.clone(), "v1".into()]
+    );
+    // hoist's push of the same module yields the same tag set
+    let base2 = repo(&reg, "hoist-stow");
+    let pushed = push_module(&wasm, &format!("{base2}:v1"), &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pushed.tags, raw_tags(&base).await);
+
+    // pushed by hoist, pulled the way yoke pulls
+    let out = dir.path().join("pulled.wasm");
+    run(Command::new(&tool)
+        .arg("pull")
+        .arg(format!("{}:v1", strip(&base2)))
+        .arg(&out));
+    assert_eq!(std::fs::read(&out).unwrap(), wasm);
+}
