@@ -241,7 +241,7 @@ impl ModuleCache {
                 path: path.clone(),
             });
         }
-        entries.sort_by(|a, b| b.modified.cmp(&a.modified));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.modified));
         Ok(entries)
     }
 
