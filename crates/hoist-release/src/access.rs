@@ -19,7 +19,13 @@ pub struct ReleaseClusterAccess {
 
 impl ReleaseClusterAccess {
     /// Access for `release` in `namespace`, with extra `matchers`.
-    pub fn new(conn: Connection, handle: tokio::runtime::Handle, release: &str, namespace: &str, matchers: Vec<ResourceMatcher>) -> Self {
+    pub fn new(
+        conn: Connection,
+        handle: tokio::runtime::Handle,
+        release: &str,
+        namespace: &str,
+        matchers: Vec<ResourceMatcher>,
+    ) -> Self {
         ReleaseClusterAccess {
             conn,
             handle,
@@ -104,7 +110,11 @@ impl ClusterAccess for ReleaseClusterAccess {
                 .resolve_group_kind(group_or_api_version, kind)
                 .await
                 .map_err(|e| HostError::Error(e.to_string()))?
-                .ok_or_else(|| HostError::NotFound(format!("no mapping for kind {kind} in {group_or_api_version:?}")))?;
+                .ok_or_else(|| {
+                    HostError::NotFound(format!(
+                        "no mapping for kind {kind} in {group_or_api_version:?}"
+                    ))
+                })?;
             Ok(rest_mapping_json(&resolved))
         })
     }

@@ -98,7 +98,11 @@ impl Connection {
 
     /// Resolves a group (or `group/version`) and kind to the preferred version, for
     /// `k8s_rest_mapping`.
-    pub async fn resolve_group_kind(&self, group_or_api_version: &str, kind: &str) -> Result<Option<Resolved>> {
+    pub async fn resolve_group_kind(
+        &self,
+        group_or_api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Resolved>> {
         let (group, version) = match group_or_api_version.split_once('/') {
             Some((g, v)) => (g, Some(v)),
             // A bare "v1" is the core group's version, not a group.
@@ -111,7 +115,12 @@ impl Connection {
             None => (group_or_api_version, None),
         };
         if let Some(version) = version {
-            return self.resolve(&format!("{group}/{version}").trim_start_matches('/').to_string(), kind).await;
+            let api_version = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            };
+            return self.resolve(&api_version, kind).await;
         }
         for refresh in [false, true] {
             let discovery = self.discovery(refresh).await?;
@@ -128,7 +137,12 @@ impl Connection {
     }
 
     /// GETs an object; `Ok(None)` when it does not exist.
-    pub async fn get_object(&self, resolved: &Resolved, namespace: Option<&str>, name: &str) -> std::result::Result<Option<Value>, kube::Error> {
+    pub async fn get_object(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> std::result::Result<Option<Value>, kube::Error> {
         let request = Request::new(resolved.collection_url(namespace))
             .get(name, &GetParams::default())
             .map_err(kube::Error::BuildRequest)?;
@@ -163,7 +177,13 @@ impl Connection {
     }
 
     /// Merge-patches an object (not as a field manager of its content).
-    pub async fn merge_patch(&self, resolved: &Resolved, namespace: Option<&str>, name: &str, patch: &Value) -> std::result::Result<Value, kube::Error> {
+    pub async fn merge_patch(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> std::result::Result<Value, kube::Error> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
@@ -175,7 +195,12 @@ impl Connection {
     }
 
     /// Deletes an object (foreground propagation); `Ok(false)` when it was already gone.
-    pub async fn delete_object(&self, resolved: &Resolved, namespace: Option<&str>, name: &str) -> std::result::Result<bool, kube::Error> {
+    pub async fn delete_object(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> std::result::Result<bool, kube::Error> {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..Default::default()
@@ -191,7 +216,12 @@ impl Connection {
     }
 
     /// Lists objects (items as JSON) with a label selector.
-    pub async fn list_objects(&self, resolved: &Resolved, namespace: Option<&str>, selector: Option<&str>) -> std::result::Result<Vec<Value>, kube::Error> {
+    pub async fn list_objects(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> std::result::Result<Vec<Value>, kube::Error> {
         let mut params = ListParams::default();
         if let Some(s) = selector {
             params = params.labels(s);
@@ -232,7 +262,10 @@ mod tests {
             },
             namespaced: true,
         };
-        assert_eq!(core.collection_url(Some("ns")), "/api/v1/namespaces/ns/configmaps");
+        assert_eq!(
+            core.collection_url(Some("ns")),
+            "/api/v1/namespaces/ns/configmaps"
+        );
         let crd = Resolved {
             resource: ApiResource {
                 group: "apiextensions.k8s.io".into(),

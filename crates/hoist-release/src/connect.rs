@@ -33,7 +33,9 @@ fn kubeconfig_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
             return paths;
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     vec![home.join(".kube").join("config")]
 }
 
@@ -222,15 +224,26 @@ users:
         let path = dir.join("config");
         std::fs::write(&path, CONFIG).unwrap();
         let s = kube_settings(Some(&path), None).unwrap();
-        assert_eq!((s.context.as_str(), s.default_namespace.as_str()), ("a", "team"));
+        assert_eq!(
+            (s.context.as_str(), s.default_namespace.as_str()),
+            ("a", "team")
+        );
         assert_eq!(s.server, "https://127.0.0.1:6443");
         let s = kube_settings(Some(&path), Some("b")).unwrap();
         assert_eq!(s.default_namespace, "default");
-        let err = kube_settings(Some(&path), Some("zz")).unwrap_err().to_string();
-        assert!(err.contains("context \"zz\" not found") && err.contains(&path.display().to_string()), "{err}");
+        let err = kube_settings(Some(&path), Some("zz"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("context \"zz\" not found") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
         let missing = dir.join("missing");
         let err = kube_settings(Some(&missing), None).unwrap_err().to_string();
-        assert!(err.contains("does not exist") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("does not exist") && err.contains("missing"),
+            "{err}"
+        );
         std::fs::write(&path, "not: [yaml").unwrap();
         let err = kube_settings(Some(&path), None).unwrap_err().to_string();
         assert!(err.starts_with("bad kubeconfig"), "{err}");

@@ -59,7 +59,9 @@ pub fn sorted(value: &Value) -> Value {
 }
 
 /// Objects keyed by canonical name, keys sorted, ready to render.
-pub fn canonical_map<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> BTreeMap<String, Value> {
+pub fn canonical_map<'a>(
+    resources: impl IntoIterator<Item = &'a Resource>,
+) -> BTreeMap<String, Value> {
     resources
         .into_iter()
         .map(|r| (canonical(r), sorted(&Value::Object(r.as_map().clone()))))
@@ -75,7 +77,8 @@ pub fn to_yaml(objects: &BTreeMap<String, Value>) -> String {
     for (k, v) in objects {
         map.insert(k.clone(), v.clone());
     }
-    let mut out = serde_saphyr::to_string(&Value::Object(map)).unwrap_or_else(|e| format!("# {e}\n"));
+    let mut out =
+        serde_saphyr::to_string(&Value::Object(map)).unwrap_or_else(|e| format!("# {e}\n"));
     if !out.ends_with('\n') {
         out.push('\n');
     }
@@ -84,7 +87,14 @@ pub fn to_yaml(objects: &BTreeMap<String, Value>) -> String {
 
 /// A unified diff of two texts; empty when they are equal. With `color`, `+` lines are
 /// green, `-` lines red and hunk headers cyan.
-pub fn unified_diff(old_name: &str, old: &str, new_name: &str, new: &str, context: usize, color: bool) -> String {
+pub fn unified_diff(
+    old_name: &str,
+    old: &str,
+    new_name: &str,
+    new: &str,
+    context: usize,
+    color: bool,
+) -> String {
     if old == new {
         return String::new();
     }
@@ -204,25 +214,44 @@ mod tests {
 
     #[test]
     fn canonical_names_match_yoke() {
-        let cm = res(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"A","namespace":"ns"}}));
+        let cm = res(
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"A","namespace":"ns"}}),
+        );
         assert_eq!(canonical(&cm), "ns/core/v1/configmap/a");
-        let crd = res(json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"x.example.com"}}));
-        assert_eq!(canonical(&crd), "_/apiextensions.k8s.io/v1/customresourcedefinition/x.example.com");
-        assert_eq!(canonical_without_version(&crd), "_/apiextensions.k8s.io/customresourcedefinition/x.example.com");
+        let crd = res(
+            json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"x.example.com"}}),
+        );
+        assert_eq!(
+            canonical(&crd),
+            "_/apiextensions.k8s.io/v1/customresourcedefinition/x.example.com"
+        );
+        assert_eq!(
+            canonical_without_version(&crd),
+            "_/apiextensions.k8s.io/customresourcedefinition/x.example.com"
+        );
     }
 
     #[test]
     fn diff_is_empty_for_equal_and_ignores_key_order() {
-        let a = res(json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a"},"data":{"x":"1","y":"2"}}));
-        let b = res(json!({"apiVersion":"v1","data":{"y":"2","x":"1"},"metadata":{"name":"a"},"kind":"ConfigMap"}));
+        let a = res(
+            json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a"},"data":{"x":"1","y":"2"}}),
+        );
+        let b = res(
+            json!({"apiVersion":"v1","data":{"y":"2","x":"1"},"metadata":{"name":"a"},"kind":"ConfigMap"}),
+        );
         let ya = to_yaml(&canonical_map([&a]));
         let yb = to_yaml(&canonical_map([&b]));
         assert_eq!(unified_diff("current", &ya, "next", &yb, 3, false), "");
-        let c = res(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"x":"1","y":"3"}}));
+        let c = res(
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"x":"1","y":"3"}}),
+        );
         let yc = to_yaml(&canonical_map([&c]));
         let d = unified_diff("current", &ya, "next", &yc, 1, false);
         assert!(d.starts_with("--- current\n+++ next\n"), "{d}");
-        assert!(d.contains("-    \"y\": \"2\"") && d.contains("+    \"y\": \"3\""), "{d}");
+        assert!(
+            d.contains("-    \"y\": \"2\"") && d.contains("+    \"y\": \"3\""),
+            "{d}"
+        );
         let colored = unified_diff("current", &ya, "next", &yc, 1, true);
         assert!(colored.contains("\x1b[32m+"), "{colored}");
     }
@@ -231,11 +260,21 @@ mod tests {
     fn turbulence_compares_only_desired_fields() {
         let desired = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}},"data":{"k":"v"}});
         let live = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y","added":"z"},"uid":"1","resourceVersion":"9","managedFields":[{}],"creationTimestamp":"t"},"data":{"k":"v"},"status":{}});
-        assert_eq!(comparable_live(&desired, &live), comparable_desired(&desired));
+        assert_eq!(
+            comparable_live(&desired, &live),
+            comparable_desired(&desired)
+        );
         let edited = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}},"data":{"k":"edited"}});
-        assert_ne!(comparable_live(&desired, &edited), comparable_desired(&desired));
+        assert_ne!(
+            comparable_live(&desired, &edited),
+            comparable_desired(&desired)
+        );
         // A field the desired object has but the live one lost is drift too.
-        let lost = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}});
-        assert_ne!(comparable_live(&desired, &lost), comparable_desired(&desired));
+        let lost =
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}});
+        assert_ne!(
+            comparable_live(&desired, &lost),
+            comparable_desired(&desired)
+        );
     }
 }

@@ -214,17 +214,18 @@ pub async fn prepare_stages(
             });
             continue;
         }
-        let namespaced = match crd_scopes.get(&(resource.group().to_string(), resource.kind().to_string())) {
-            Some(n) => *n,
-            None => match conn.resolve_resource(resource).await {
-                Ok(r) => r.namespaced,
-                Err(e @ (Error::UnknownKind { .. } | Error::BadObject { .. })) => {
-                    errors.push(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        let namespaced =
+            match crd_scopes.get(&(resource.group().to_string(), resource.kind().to_string())) {
+                Some(n) => *n,
+                None => match conn.resolve_resource(resource).await {
+                    Ok(r) => r.namespaced,
+                    Err(e @ (Error::UnknownKind { .. } | Error::BadObject { .. })) => {
+                        errors.push(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
         if namespaced && resource.namespace().is_none() {
             resource.set_namespace(namespace);
         }
@@ -287,7 +288,10 @@ async fn resolve_stage(conn: &Connection, stage: &[Resource]) -> Result<Vec<Reso
     let mut out = Vec::with_capacity(stage.len());
     let mut cache: HashMap<(String, String), Resolved> = HashMap::new();
     for resource in stage {
-        let key = (resource.api_version().to_string(), resource.kind().to_string());
+        let key = (
+            resource.api_version().to_string(),
+            resource.kind().to_string(),
+        );
         if let Some(r) = cache.get(&key) {
             out.push(r.clone());
             continue;
@@ -301,6 +305,7 @@ async fn resolve_stage(conn: &Connection, stage: &[Resource]) -> Result<Vec<Reso
 
 /// Applies one stage: ownership check, optional dry run, apply. Returns the indexes applied
 /// (for partial failure reports) in the error case too.
+#[allow(clippy::too_many_arguments)]
 async fn apply_stage(
     conn: &Connection,
     stage: &[Resource],
@@ -322,10 +327,12 @@ async fn apply_stage(
                 .await
                 .map_err(|e| object_error(conn, e, resource, "reading"))?;
             let live_map = live.as_ref().and_then(Value::as_object);
-            ownership::check_ownership(owner, live_map, force_ownership).map_err(|current| Error::Ownership {
-                object: describe(resource),
-                owner: current,
-                expected: format!("{owner}"),
+            ownership::check_ownership(owner, live_map, force_ownership).map_err(|current| {
+                Error::Ownership {
+                    object: describe(resource),
+                    owner: current,
+                    expected: format!("{owner}"),
+                }
             })
         })
         .buffered(concurrency)
@@ -340,10 +347,24 @@ async fn apply_stage(
             stream::iter(stage.iter().zip(resolved).enumerate())
                 .map(|(index, (resource, res))| async move {
                     let value = Value::Object(resource.as_map().clone());
-                    conn.apply_object(res, namespace_for(res, resource), resource.name(), &value, dry, force_conflicts)
-                        .await
-                        .map(|_| index)
-                        .map_err(|e| object_error(conn, e, resource, if dry { "dry-running" } else { "applying" }))
+                    conn.apply_object(
+                        res,
+                        namespace_for(res, resource),
+                        resource.name(),
+                        &value,
+                        dry,
+                        force_conflicts,
+                    )
+                    .await
+                    .map(|_| index)
+                    .map_err(|e| {
+                        object_error(
+                            conn,
+                            e,
+                            resource,
+                            if dry { "dry-running" } else { "applying" },
+                        )
+                    })
                 })
                 .buffered(concurrency)
                 .collect::<Vec<_>>()
@@ -372,7 +393,12 @@ async fn apply_stage(
 }
 
 /// Waits until every object of `stage` is ready, or `timeout` passes.
-pub async fn wait_ready(conn: &Connection, stage: &[Resource], timeout: Duration, poll: Duration) -> Result<()> {
+pub async fn wait_ready(
+    conn: &Connection,
+    stage: &[Resource],
+    timeout: Duration,
+    poll: Duration,
+) -> Result<()> {
     let resolved = resolve_stage(conn, stage).await?;
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<usize> = (0..stage.len()).collect();
@@ -392,7 +418,9 @@ pub async fn wait_ready(conn: &Connection, stage: &[Resource], timeout: Duration
                 Some(live) => readiness::evaluate(live),
             };
             let verdict = match verdict {
-                Readiness::NeedsEndpointSlice => endpoint_slice_readiness(conn, ns.unwrap_or(""), resource.name()).await?,
+                Readiness::NeedsEndpointSlice => {
+                    endpoint_slice_readiness(conn, ns.unwrap_or(""), resource.name()).await?
+                }
                 v => v,
             };
             match verdict {
@@ -416,14 +444,16 @@ pub async fn wait_ready(conn: &Connection, stage: &[Resource], timeout: Duration
         if Instant::now() >= deadline {
             let list: Vec<String> = pending
                 .iter()
-                .map(|i| format!("{} ({})", describe(&stage[*i]), reasons.get(i).cloned().unwrap_or_default()))
+                .map(|i| {
+                    format!(
+                        "{} ({})",
+                        describe(&stage[*i]),
+                        reasons.get(i).cloned().unwrap_or_default()
+                    )
+                })
                 .collect();
             return Err(Error::NotReady {
-                message: format!(
-                    "not ready after {}: {}",
-                    humanize(timeout),
-                    list.join(", ")
-                ),
+                message: format!("not ready after {}: {}", humanize(timeout), list.join(", ")),
             });
         }
         let sleep = poll.min(deadline.saturating_duration_since(Instant::now()));
@@ -439,7 +469,11 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-async fn endpoint_slice_readiness(conn: &Connection, namespace: &str, service: &str) -> Result<Readiness> {
+async fn endpoint_slice_readiness(
+    conn: &Connection,
+    namespace: &str,
+    service: &str,
+) -> Result<Readiness> {
     let Some(res) = conn.resolve("discovery.k8s.io/v1", "EndpointSlice").await? else {
         return Ok(Readiness::Ready);
     };
@@ -447,7 +481,13 @@ async fn endpoint_slice_readiness(conn: &Connection, namespace: &str, service: &
     let items = conn
         .list_objects(&res, Some(namespace), Some(&selector))
         .await
-        .map_err(|e| Error::from_kube(e, format!("listing EndpointSlices of Service {namespace}/{service}"), conn.server()))?;
+        .map_err(|e| {
+            Error::from_kube(
+                e,
+                format!("listing EndpointSlices of Service {namespace}/{service}"),
+                conn.server(),
+            )
+        })?;
     Ok(if items.is_empty() {
         Readiness::NotReady("no EndpointSlice yet".into())
     } else {
@@ -465,7 +505,13 @@ pub async fn load_release(conn: &Connection, release: &str, namespace: &str) -> 
     let list = secrets(conn, namespace)
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| Error::from_kube(e, format!("reading the revisions of release {release} in namespace {namespace}"), conn.server()))?;
+        .map_err(|e| {
+            Error::from_kube(
+                e,
+                format!("reading the revisions of release {release} in namespace {namespace}"),
+                conn.server(),
+            )
+        })?;
     let mut revisions = Vec::new();
     for secret in &list.items {
         let kind = secret
@@ -486,7 +532,16 @@ pub async fn revision_stages(conn: &Connection, revision: &Revision) -> Result<S
     let secret = secrets(conn, &revision.namespace)
         .get(&revision.secret)
         .await
-        .map_err(|e| Error::from_kube(e, format!("reading revision Secret {}/{}", revision.namespace, revision.secret), conn.server()))?;
+        .map_err(|e| {
+            Error::from_kube(
+                e,
+                format!(
+                    "reading revision Secret {}/{}",
+                    revision.namespace, revision.secret
+                ),
+                conn.server(),
+            )
+        })?;
     state::stages_from_secret(&secret)
 }
 
@@ -512,7 +567,11 @@ impl ReleaseLock {
                 namespace: namespace.to_string(),
                 secret: name,
             }),
-            Err(e) => Err(Error::from_kube(e, format!("taking the lock of release {release}"), conn.server())),
+            Err(e) => Err(Error::from_kube(
+                e,
+                format!("taking the lock of release {release}"),
+                conn.server(),
+            )),
         }
     }
 
@@ -531,19 +590,25 @@ impl ReleaseLock {
 /// Removes a release's lock; `true` when there was one.
 pub async fn unlatch(conn: &Connection, release: &str, namespace: &str) -> Result<bool> {
     let name = state::lock_secret_name(release);
-    match secrets(conn, namespace).delete(&name, &DeleteParams::default()).await {
+    match secrets(conn, namespace)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if Error::kube_not_found(&e) => Ok(false),
-        Err(e) => Err(Error::from_kube(e, format!("removing lock Secret {namespace}/{name}"), conn.server())),
+        Err(e) => Err(Error::from_kube(
+            e,
+            format!("removing lock Secret {namespace}/{name}"),
+            conn.server(),
+        )),
     }
 }
 
 async fn ensure_namespace(conn: &Connection, namespace: &str, poll: Duration) -> Result<()> {
     let api: Api<Namespace> = Api::all(conn.client.clone());
-    let exists = api
-        .get_opt(namespace)
-        .await
-        .map_err(|e| Error::from_kube(e, format!("reading namespace {namespace}"), conn.server()))?;
+    let exists = api.get_opt(namespace).await.map_err(|e| {
+        Error::from_kube(e, format!("reading namespace {namespace}"), conn.server())
+    })?;
     if exists.is_none() {
         let ns = Namespace {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
@@ -555,12 +620,29 @@ async fn ensure_namespace(conn: &Connection, namespace: &str, poll: Duration) ->
         match api.create(&PostParams::default(), &ns).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(Error::from_kube(e, format!("creating namespace {namespace}"), conn.server())),
+            Err(e) => {
+                return Err(Error::from_kube(
+                    e,
+                    format!("creating namespace {namespace}"),
+                    conn.server(),
+                ));
+            }
         }
     }
-    let ns = Resource::from_value(json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":namespace}}))
-        .map_err(|e| Error::BadObject { object: namespace.to_string(), message: e.to_string() })?;
-    wait_ready(conn, std::slice::from_ref(&ns), Duration::from_secs(60), poll).await
+    let ns = Resource::from_value(
+        json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":namespace}}),
+    )
+    .map_err(|e| Error::BadObject {
+        object: namespace.to_string(),
+        message: e.to_string(),
+    })?;
+    wait_ready(
+        conn,
+        std::slice::from_ref(&ns),
+        Duration::from_secs(60),
+        poll,
+    )
+    .await
 }
 
 /// Runs a takeoff of prepared stages (see [`prepare_stages`]).
@@ -570,7 +652,11 @@ async fn ensure_namespace(conn: &Connection, namespace: &str, poll: Duration) ->
 /// objects of the previous revision that are gone are pruned and the history is capped.
 /// Stages equal to the active revision's record nothing (they are still applied, so drift
 /// is corrected). A failure part-way is an [`Error::Partial`] listing what was applied.
-pub async fn takeoff(conn: &Connection, stages: &Stages, opts: &TakeoffOptions) -> Result<TakeoffOutcome> {
+pub async fn takeoff(
+    conn: &Connection,
+    stages: &Stages,
+    opts: &TakeoffOptions,
+) -> Result<TakeoffOutcome> {
     let progress = opts.progress.clone();
     // A flight that declares its own release Namespace creates it in its first stage; the
     // namespace must not be pre-created unowned (that would be an ownership conflict).
@@ -636,16 +722,24 @@ async fn takeoff_locked(
             return Err(partial(opts, stages, index, &done, applied, cause));
         }
         if opts.dry_run {
-            progress(&format!("stage {}/{total}: dry run of {} object(s) ok", index + 1, stage.len()));
+            progress(&format!(
+                "stage {}/{total}: dry run of {} object(s) ok",
+                index + 1,
+                stage.len()
+            ));
             continue;
         }
         applied.extend(stage.iter().map(describe));
-        progress(&format!("stage {}/{total}: applied {} object(s)", index + 1, stage.len()));
-        if let Some(timeout) = opts.wait.timeout_after(index, total) {
-            if let Err(cause) = wait_ready(conn, stage, timeout, opts.wait.poll).await {
-                let all: Vec<usize> = (0..stage.len()).collect();
-                return Err(partial(opts, stages, index, &all, applied, cause));
-            }
+        progress(&format!(
+            "stage {}/{total}: applied {} object(s)",
+            index + 1,
+            stage.len()
+        ));
+        if let Some(timeout) = opts.wait.timeout_after(index, total)
+            && let Err(cause) = wait_ready(conn, stage, timeout, opts.wait.poll).await
+        {
+            let all: Vec<usize> = (0..stage.len()).collect();
+            return Err(partial(opts, stages, index, &all, applied, cause));
         }
     }
     if opts.dry_run {
@@ -670,8 +764,21 @@ async fn takeoff_locked(
         });
     }
     let revision = create_revision(conn, opts, stages).await?;
-    progress(&format!("recorded revision {} ({})", release.history.len() + 1, revision.secret));
-    let pruned = prune(conn, &previous, stages, opts.prune, opts.wait.poll, &opts.concurrency, progress).await?;
+    progress(&format!(
+        "recorded revision {} ({})",
+        release.history.len() + 1,
+        revision.secret
+    ));
+    let pruned = prune(
+        conn,
+        &previous,
+        stages,
+        opts.prune,
+        opts.wait.poll,
+        &opts.concurrency,
+        progress,
+    )
+    .await?;
     if opts.history_cap > 0 {
         cap_history(conn, &opts.release, &opts.namespace, opts.history_cap).await?;
     }
@@ -721,7 +828,11 @@ fn partial(
     }
 }
 
-async fn create_revision(conn: &Connection, opts: &TakeoffOptions, stages: &Stages) -> Result<Revision> {
+async fn create_revision(
+    conn: &Connection,
+    opts: &TakeoffOptions,
+    stages: &Stages,
+) -> Result<Revision> {
     let now = Utc::now();
     let api = secrets(conn, &opts.namespace);
     let params = PostParams {
@@ -730,12 +841,20 @@ async fn create_revision(conn: &Connection, opts: &TakeoffOptions, stages: &Stag
     };
     // A random name can collide, in theory: retry with a new one.
     for _ in 0..3 {
-        let secret = state::revision_secret(&opts.release, &opts.namespace, &opts.source, now, stages);
+        let secret =
+            state::revision_secret(&opts.release, &opts.namespace, &opts.source, now, stages);
         match api.create(&params, &secret).await {
             Ok(created) => return state::revision_from_secret(&created, &opts.release),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => {
-                return Err(Error::from_kube(e, format!("recording a revision of release {} in namespace {}", opts.release, opts.namespace), conn.server()));
+                return Err(Error::from_kube(
+                    e,
+                    format!(
+                        "recording a revision of release {} in namespace {}",
+                        opts.release, opts.namespace
+                    ),
+                    conn.server(),
+                ));
             }
         }
     }
@@ -746,18 +865,29 @@ async fn create_revision(conn: &Connection, opts: &TakeoffOptions, stages: &Stag
 }
 
 /// Keeps the `cap` most recently active revisions of a release, deleting the rest.
-pub async fn cap_history(conn: &Connection, release: &str, namespace: &str, cap: usize) -> Result<()> {
+pub async fn cap_history(
+    conn: &Connection,
+    release: &str,
+    namespace: &str,
+    cap: usize,
+) -> Result<()> {
     let mut history = load_release(conn, release, namespace).await?.history;
     if history.len() <= cap {
         return Ok(());
     }
-    history.sort_by(|a, b| b.active_at.cmp(&a.active_at));
+    history.sort_by_key(|r| std::cmp::Reverse(r.active_at));
     let api = secrets(conn, namespace);
     for revision in history.into_iter().skip(cap) {
         match api.delete(&revision.secret, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(e) if Error::kube_not_found(&e) => {}
-            Err(e) => return Err(Error::from_kube(e, format!("deleting old revision {}", revision.secret), conn.server())),
+            Err(e) => {
+                return Err(Error::from_kube(
+                    e,
+                    format!("deleting old revision {}", revision.secret),
+                    conn.server(),
+                ));
+            }
         }
     }
     Ok(())
@@ -794,11 +924,14 @@ pub async fn prune(
         if gone.is_empty() {
             continue;
         }
-        let results = stream::iter(gone.iter().copied())
-            .map(|resource| async move { prune_one(conn, resource, opts).await.map(|r| (resource, r)) })
-            .buffered((*concurrency).max(1))
-            .collect::<Vec<_>>()
-            .await;
+        let results =
+            stream::iter(gone.iter().copied())
+                .map(|resource| async move {
+                    prune_one(conn, resource, opts).await.map(|r| (resource, r))
+                })
+                .buffered((*concurrency).max(1))
+                .collect::<Vec<_>>()
+                .await;
         let mut errors = Vec::new();
         let mut deleted = Vec::new();
         for r in results {
@@ -846,8 +979,15 @@ enum PruneAction {
     Skipped,
 }
 
-async fn prune_one(conn: &Connection, resource: &Resource, opts: PruneOptions) -> Result<PruneAction> {
-    let Some(res) = conn.resolve(resource.api_version(), resource.kind()).await? else {
+async fn prune_one(
+    conn: &Connection,
+    resource: &Resource,
+    opts: PruneOptions,
+) -> Result<PruneAction> {
+    let Some(res) = conn
+        .resolve(resource.api_version(), resource.kind())
+        .await?
+    else {
         // The type is gone (its CRD was removed): so are its objects.
         return Ok(PruneAction::Skipped);
     };
@@ -863,7 +1003,8 @@ async fn prune_one(conn: &Connection, resource: &Resource, opts: PruneOptions) -
     if live_owner != ownership::owner_of(resource.as_map()) {
         return Ok(PruneAction::Skipped);
     }
-    let orphan = (resource.is_crd() && !opts.remove_crds) || (resource.is_namespace() && !opts.remove_namespaces);
+    let orphan = (resource.is_crd() && !opts.remove_crds)
+        || (resource.is_namespace() && !opts.remove_namespaces);
     if orphan {
         let mut patch = json!({"metadata": {
             "labels": {ownership::LABEL_MANAGED_BY: null, ownership::LEGACY_LABEL_RELEASE: null, ownership::LEGACY_LABEL_NAMESPACE: null},
@@ -912,7 +1053,13 @@ impl Default for DescentOptions {
 
 /// Re-applies stored revision `revision` (1-based) without running any module, marks it
 /// active, and prunes what the previously active revision had and it does not.
-pub async fn descent(conn: &Connection, release: &str, namespace: &str, revision: usize, opts: &DescentOptions) -> Result<Revision> {
+pub async fn descent(
+    conn: &Connection,
+    release: &str,
+    namespace: &str,
+    revision: usize,
+    opts: &DescentOptions,
+) -> Result<Revision> {
     let lock = if opts.lock {
         Some(ReleaseLock::take(conn, release, namespace).await?)
     } else {
@@ -928,7 +1075,13 @@ pub async fn descent(conn: &Connection, release: &str, namespace: &str, revision
     result
 }
 
-async fn descent_locked(conn: &Connection, release_name: &str, namespace: &str, id: usize, opts: &DescentOptions) -> Result<Revision> {
+async fn descent_locked(
+    conn: &Connection,
+    release_name: &str,
+    namespace: &str,
+    id: usize,
+    opts: &DescentOptions,
+) -> Result<Revision> {
     let release = load_release(conn, release_name, namespace).await?;
     let Some(active) = release.active().cloned() else {
         return Err(Error::ReleaseNotFound {
@@ -936,11 +1089,14 @@ async fn descent_locked(conn: &Connection, release_name: &str, namespace: &str, 
             namespace: namespace.to_string(),
         });
     };
-    let target = release.revision(id).cloned().ok_or(Error::RevisionNotFound {
-        release: release_name.to_string(),
-        revision: id,
-        count: release.history.len(),
-    })?;
+    let target = release
+        .revision(id)
+        .cloned()
+        .ok_or(Error::RevisionNotFound {
+            release: release_name.to_string(),
+            revision: id,
+            count: release.history.len(),
+        })?;
     if target.secret == active.secret {
         return Err(Error::AlreadyActive {
             release: release_name.to_string(),
@@ -952,25 +1108,44 @@ async fn descent_locked(conn: &Connection, release_name: &str, namespace: &str, 
     let owner = Owner::new(release_name, namespace);
     let total = next.0.len();
     for (index, stage) in next.0.iter().enumerate() {
-        apply_stage(conn, stage, &owner, false, false, false, false, opts.concurrency)
-            .await
-            .map_err(|(e, _)| e)?;
-        (opts.progress)(&format!("stage {}/{total}: applied {} object(s)", index + 1, stage.len()));
+        apply_stage(
+            conn,
+            stage,
+            &owner,
+            false,
+            false,
+            false,
+            false,
+            opts.concurrency,
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+        (opts.progress)(&format!(
+            "stage {}/{total}: applied {} object(s)",
+            index + 1,
+            stage.len()
+        ));
         if let Some(timeout) = opts.wait.timeout_after(index, total) {
             wait_ready(conn, stage, timeout, opts.wait.poll).await?;
         }
     }
     // Mark it active.
     let api = secrets(conn, namespace);
-    let mut secret = api
-        .get(&target.secret)
-        .await
-        .map_err(|e| Error::from_kube(e, format!("reading revision Secret {namespace}/{}", target.secret), conn.server()))?;
+    let mut secret = api.get(&target.secret).await.map_err(|e| {
+        Error::from_kube(
+            e,
+            format!("reading revision Secret {namespace}/{}", target.secret),
+            conn.server(),
+        )
+    })?;
     secret
         .metadata
         .annotations
         .get_or_insert_with(Default::default)
-        .insert(state::ANNOTATION_ACTIVE_AT.to_string(), state::format_time(Utc::now()));
+        .insert(
+            state::ANNOTATION_ACTIVE_AT.to_string(),
+            state::format_time(Utc::now()),
+        );
     let params = PostParams {
         field_manager: Some(state::FIELD_MANAGER.to_string()),
         ..Default::default()
@@ -978,7 +1153,16 @@ async fn descent_locked(conn: &Connection, release_name: &str, namespace: &str, 
     api.replace(&target.secret, &params, &secret)
         .await
         .map_err(|e| Error::from_kube(e, format!("marking revision {id} active"), conn.server()))?;
-    prune(conn, &previous, &next, opts.prune, opts.wait.poll, &opts.concurrency, &opts.progress).await?;
+    prune(
+        conn,
+        &previous,
+        &next,
+        opts.prune,
+        opts.wait.poll,
+        &opts.concurrency,
+        &opts.progress,
+    )
+    .await?;
     let release = load_release(conn, release_name, namespace).await?;
     Ok(release.revision(id).cloned().unwrap_or(target))
 }
@@ -996,19 +1180,40 @@ pub struct MaydayOutcome {
 
 /// Deletes a release's objects (reverse stage order; CRDs and Namespaces orphaned unless
 /// `prune` says otherwise), its revisions and its lock.
-pub async fn mayday(conn: &Connection, release_name: &str, namespace: &str, prune_opts: PruneOptions, progress: &Progress) -> Result<MaydayOutcome> {
+pub async fn mayday(
+    conn: &Connection,
+    release_name: &str,
+    namespace: &str,
+    prune_opts: PruneOptions,
+    progress: &Progress,
+) -> Result<MaydayOutcome> {
     let release = load_release(conn, release_name, namespace).await?;
     let Some(active) = release.active().cloned() else {
         return Ok(MaydayOutcome::default());
     };
     let stages = revision_stages(conn, &active).await?;
-    let pruned = prune(conn, &stages, &Stages::default(), prune_opts, DEFAULT_POLL, &DEFAULT_CONCURRENCY, progress).await?;
+    let pruned = prune(
+        conn,
+        &stages,
+        &Stages::default(),
+        prune_opts,
+        DEFAULT_POLL,
+        &DEFAULT_CONCURRENCY,
+        progress,
+    )
+    .await?;
     let api = secrets(conn, namespace);
     for revision in &release.history {
         match api.delete(&revision.secret, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(e) if Error::kube_not_found(&e) => {}
-            Err(e) => return Err(Error::from_kube(e, format!("deleting revision Secret {namespace}/{}", revision.secret), conn.server())),
+            Err(e) => {
+                return Err(Error::from_kube(
+                    e,
+                    format!("deleting revision Secret {namespace}/{}", revision.secret),
+                    conn.server(),
+                ));
+            }
         }
     }
     unlatch(conn, release_name, namespace).await?;
@@ -1033,15 +1238,26 @@ pub struct ReleaseSummary {
 }
 
 /// Lists releases in `namespace`, or in every namespace the user can read when `None`.
-pub async fn list_releases(conn: &Connection, namespace: Option<&str>) -> Result<Vec<ReleaseSummary>> {
+pub async fn list_releases(
+    conn: &Connection,
+    namespace: Option<&str>,
+) -> Result<Vec<ReleaseSummary>> {
     let selector = format!("{}=revision", state::LABEL_KIND);
     let params = ListParams::default().labels(&selector);
     let items = match namespace {
-        Some(ns) => secrets(conn, ns)
-            .list(&params)
-            .await
-            .map_err(|e| Error::from_kube(e, format!("listing revisions in namespace {ns}"), conn.server()))?
-            .items,
+        Some(ns) => {
+            secrets(conn, ns)
+                .list(&params)
+                .await
+                .map_err(|e| {
+                    Error::from_kube(
+                        e,
+                        format!("listing revisions in namespace {ns}"),
+                        conn.server(),
+                    )
+                })?
+                .items
+        }
         None => {
             let all: Api<Secret> = Api::all(conn.client.clone());
             match all.list(&params).await {
@@ -1051,14 +1267,27 @@ pub async fn list_releases(conn: &Connection, namespace: Option<&str>) -> Result
                     secrets(conn, &ns)
                         .list(&params)
                         .await
-                        .map_err(|e| Error::from_kube(e, format!("listing revisions in namespace {ns}"), conn.server()))?
+                        .map_err(|e| {
+                            Error::from_kube(
+                                e,
+                                format!("listing revisions in namespace {ns}"),
+                                conn.server(),
+                            )
+                        })?
                         .items
                 }
-                Err(e) => return Err(Error::from_kube(e, "listing revisions in all namespaces", conn.server())),
+                Err(e) => {
+                    return Err(Error::from_kube(
+                        e,
+                        "listing revisions in all namespaces",
+                        conn.server(),
+                    ));
+                }
             }
         }
     };
-    let mut groups: std::collections::BTreeMap<(String, String), Vec<Revision>> = Default::default();
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<Revision>> =
+        Default::default();
     for secret in &items {
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
         let annotations = secret.metadata.annotations.clone().unwrap_or_default();
@@ -1086,7 +1315,14 @@ pub async fn list_releases(conn: &Connection, namespace: Option<&str>) -> Result
 }
 
 /// A unified diff between the stages of two revisions (or anything), by canonical name.
-pub fn diff_stages(old_name: &str, old: &Stages, new_name: &str, new: &Stages, context: usize, color: bool) -> String {
+pub fn diff_stages(
+    old_name: &str,
+    old: &Stages,
+    new_name: &str,
+    new: &Stages,
+    context: usize,
+    color: bool,
+) -> String {
     let a = diff::to_yaml(&diff::canonical_map(old.iter()));
     let b = diff::to_yaml(&diff::canonical_map(new.iter()));
     diff::unified_diff(old_name, &a, new_name, &b, context, color)
@@ -1094,13 +1330,22 @@ pub fn diff_stages(old_name: &str, old: &Stages, new_name: &str, new: &Stages, c
 
 /// The diff between a release's active revision and `next` (prepared stages), for
 /// `--diff-only`. Empty when equal.
-pub async fn diff_against_active(conn: &Connection, release: &str, namespace: &str, next: &Stages, context: usize, color: bool) -> Result<String> {
+pub async fn diff_against_active(
+    conn: &Connection,
+    release: &str,
+    namespace: &str,
+    next: &Stages,
+    context: usize,
+    color: bool,
+) -> Result<String> {
     let history = load_release(conn, release, namespace).await?;
     let current = match history.active() {
         Some(active) => revision_stages(conn, active).await?,
         None => Stages::default(),
     };
-    Ok(diff_stages("current", &current, "next", next, context, color))
+    Ok(diff_stages(
+        "current", &current, "next", next, context, color,
+    ))
 }
 
 /// What turbulence found (and fixed).
@@ -1117,7 +1362,14 @@ pub struct TurbulenceReport {
 /// Compares the active revision's objects with the live ones (only fields the desired
 /// objects set; generation, resourceVersion, uid, managedFields, creationTimestamp and status
 /// ignored). With `fix`, re-applies drifted objects with force.
-pub async fn turbulence(conn: &Connection, release_name: &str, namespace: &str, fix: bool, context: usize, color: bool) -> Result<TurbulenceReport> {
+pub async fn turbulence(
+    conn: &Connection,
+    release_name: &str,
+    namespace: &str,
+    fix: bool,
+    context: usize,
+    color: bool,
+) -> Result<TurbulenceReport> {
     let release = load_release(conn, release_name, namespace).await?;
     let Some(active) = release.active().cloned() else {
         return Err(Error::ReleaseNotFound {
@@ -1167,7 +1419,14 @@ pub async fn turbulence(conn: &Connection, release_name: &str, namespace: &str, 
         for (resource, res) in &drifted {
             let value = Value::Object(resource.as_map().clone());
             match conn
-                .apply_object(res, namespace_for(res, resource), resource.name(), &value, false, true)
+                .apply_object(
+                    res,
+                    namespace_for(res, resource),
+                    resource.name(),
+                    &value,
+                    false,
+                    true,
+                )
                 .await
             {
                 Ok(_) => report.fixed.push(describe(resource)),
@@ -1181,18 +1440,28 @@ pub async fn turbulence(conn: &Connection, release_name: &str, namespace: &str, 
 
 /// Writes rendered stages for `--out`: `-` prints YAML (one document per object) to
 /// `stdout`; a directory gets `DIR/RELEASE/<canonical name>.yaml` per object.
-pub fn write_out(stages: &Stages, release: &str, out: &str, stdout: &mut dyn std::io::Write) -> Result<Vec<std::path::PathBuf>> {
+pub fn write_out(
+    stages: &Stages,
+    release: &str,
+    out: &str,
+    stdout: &mut dyn std::io::Write,
+) -> Result<Vec<std::path::PathBuf>> {
     if out == "-" {
         let text = hoist_resources::to_yaml(stages);
-        stdout.write_all(text.as_bytes()).map_err(|source| Error::Io {
-            path: "-".into(),
-            source,
-        })?;
+        stdout
+            .write_all(text.as_bytes())
+            .map_err(|source| Error::Io {
+                path: "-".into(),
+                source,
+            })?;
         return Ok(Vec::new());
     }
     let root = std::path::Path::new(out).join(release);
     if root.exists() {
-        std::fs::remove_dir_all(&root).map_err(|source| Error::Io { path: root.clone(), source })?;
+        std::fs::remove_dir_all(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
     }
     let mut written = Vec::new();
     for resource in stages.iter() {
@@ -1203,9 +1472,13 @@ pub fn write_out(stages: &Stages, release: &str, out: &str, stdout: &mut dyn std
                 source,
             })?;
         }
-        let yaml = serde_saphyr::to_string(&diff::sorted(&Value::Object(resource.as_map().clone())))
-            .unwrap_or_default();
-        std::fs::write(&path, yaml).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let yaml =
+            serde_saphyr::to_string(&diff::sorted(&Value::Object(resource.as_map().clone())))
+                .unwrap_or_default();
+        std::fs::write(&path, yaml).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -1241,10 +1514,17 @@ mod tests {
         .unwrap();
         let dir = std::env::temp_dir().join(format!("hoist-release-out-{}", std::process::id()));
         let written = write_out(&stages, "rel", dir.to_str().unwrap(), &mut Vec::new()).unwrap();
-        assert_eq!(written, vec![dir.join("rel").join("n/core/v1/configmap/a.yaml")]);
+        assert_eq!(
+            written,
+            vec![dir.join("rel").join("n/core/v1/configmap/a.yaml")]
+        );
         let mut stdout = Vec::new();
         write_out(&stages, "rel", "-", &mut stdout).unwrap();
-        assert!(String::from_utf8(stdout).unwrap().contains("kind: ConfigMap"));
+        assert!(
+            String::from_utf8(stdout)
+                .unwrap()
+                .contains("kind: ConfigMap")
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -32,10 +32,11 @@ pub use access::{ReleaseClusterAccess, rest_mapping_json};
 pub use cluster::{Resolved, split_api_version};
 pub use connect::{Connection, KubeSettings, connect, kube_settings};
 pub use engine::{
-    DEFAULT_CONCURRENCY, DEFAULT_HISTORY_CAP, DEFAULT_POLL, DEFAULT_STAGE_WAIT, DescentOptions, MaydayOutcome, Progress,
-    PruneOptions, PruneOutcome, ReleaseSummary, TakeoffOptions, TakeoffOutcome, TurbulenceReport, WaitOptions,
-    cap_history, descent, diff_against_active, diff_stages, list_releases, load_release, mayday, prepare_stages, prune,
-    quiet, revision_stages, takeoff, turbulence, unlatch, wait_ready, write_out,
+    DEFAULT_CONCURRENCY, DEFAULT_HISTORY_CAP, DEFAULT_POLL, DEFAULT_STAGE_WAIT, DescentOptions,
+    MaydayOutcome, Progress, PruneOptions, PruneOutcome, ReleaseSummary, TakeoffOptions,
+    TakeoffOutcome, TurbulenceReport, WaitOptions, cap_history, descent, diff_against_active,
+    diff_stages, list_releases, load_release, mayday, prepare_stages, prune, quiet,
+    revision_stages, takeoff, turbulence, unlatch, wait_ready, write_out,
 };
 pub use error::{Error, Result};
 pub use matcher::{MatcherError, ResourceMatcher};

@@ -21,7 +21,9 @@ pub struct ResourceMatcher {
 
 /// Why a matcher string is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid resource matcher {matcher:?}: {reason} (expected [namespace/]Kind.group[:name], `*` as wildcard)")]
+#[error(
+    "invalid resource matcher {matcher:?}: {reason} (expected [namespace/]Kind.group[:name], `*` as wildcard)"
+)]
 pub struct MatcherError {
     /// The matcher as given.
     pub matcher: String,
@@ -154,7 +156,10 @@ mod tests {
         assert_eq!(m.to_string(), "ConfigMap:settings");
         for bad in ["", "/ConfigMap", "ns/", "ConfigMap:", "a/b/c"] {
             let err = bad.parse::<ResourceMatcher>().unwrap_err();
-            assert!(err.to_string().contains("invalid resource matcher"), "{err}");
+            assert!(
+                err.to_string().contains("invalid resource matcher"),
+                "{err}"
+            );
         }
     }
 }

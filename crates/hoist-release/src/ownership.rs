@@ -123,7 +123,12 @@ pub fn add_ownership(resource: &mut Resource, release: &str, namespace: &str) {
 /// (`resourceVersion`, `uid`, `creationTimestamp`, `managedFields`), as Yoke does before apply.
 pub fn strip_server_fields(resource: &mut Resource) {
     let metadata = resource.metadata_mut();
-    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
         metadata.remove(field);
     }
 }
@@ -160,7 +165,10 @@ mod tests {
 
     #[test]
     fn marks_and_reads_back() {
-        let mut r = Resource::from_value(json!({"kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}}})).unwrap();
+        let mut r = Resource::from_value(
+            json!({"kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}}}),
+        )
+        .unwrap();
         add_ownership(&mut r, "rel", "ns");
         let m = r.as_map();
         assert_eq!(m["metadata"]["labels"]["x"], "y");
@@ -171,7 +179,9 @@ mod tests {
 
     #[test]
     fn reads_legacy_labels() {
-        let live = map(json!({"metadata":{"labels":{LEGACY_LABEL_RELEASE:"old",LEGACY_LABEL_NAMESPACE:"default"}}}));
+        let live = map(
+            json!({"metadata":{"labels":{LEGACY_LABEL_RELEASE:"old",LEGACY_LABEL_NAMESPACE:"default"}}}),
+        );
         assert_eq!(owner_of(&live), Some(Owner::new("old", "default")));
         let half = map(json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"x"}}}));
         assert_eq!(owner_of(&half), None);
@@ -180,15 +190,31 @@ mod tests {
     #[test]
     fn ownership_checks() {
         let me = Owner::new("a", "ns");
-        let mine = map(json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"a",ANNOTATION_NAMESPACE:"ns"}}}));
-        let theirs = map(json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"b",ANNOTATION_NAMESPACE:"ns"}}}));
-        let other_ns = map(json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"a",ANNOTATION_NAMESPACE:"other"}}}));
+        let mine = map(
+            json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"a",ANNOTATION_NAMESPACE:"ns"}}}),
+        );
+        let theirs = map(
+            json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"b",ANNOTATION_NAMESPACE:"ns"}}}),
+        );
+        let other_ns = map(
+            json!({"metadata":{"annotations":{ANNOTATION_RELEASE:"a",ANNOTATION_NAMESPACE:"other"}}}),
+        );
         let nobody = map(json!({"metadata":{"name":"x"}}));
         assert!(check_ownership(&me, None, false).is_ok());
         assert!(check_ownership(&me, Some(&mine), false).is_ok());
-        assert_eq!(check_ownership(&me, Some(&theirs), false).unwrap_err(), "release ns/b");
-        assert_eq!(check_ownership(&me, Some(&other_ns), false).unwrap_err(), "release other/a");
-        assert!(check_ownership(&me, Some(&nobody), false).unwrap_err().starts_with("nobody"));
+        assert_eq!(
+            check_ownership(&me, Some(&theirs), false).unwrap_err(),
+            "release ns/b"
+        );
+        assert_eq!(
+            check_ownership(&me, Some(&other_ns), false).unwrap_err(),
+            "release other/a"
+        );
+        assert!(
+            check_ownership(&me, Some(&nobody), false)
+                .unwrap_err()
+                .starts_with("nobody")
+        );
         assert!(check_ownership(&me, Some(&theirs), true).is_ok());
     }
 

@@ -95,7 +95,12 @@ pub fn evaluate(live: &Value) -> Readiness {
         ("apps", "Deployment") => counts_equal(
             live,
             desired_replicas,
-            &["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"],
+            &[
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ],
         ),
         ("apps", "ReplicaSet") => counts_equal(
             live,
@@ -152,7 +157,9 @@ mod tests {
             Readiness::Ready
         );
         assert!(matches!(
-            evaluate(&json!({"apiVersion":"v1","kind":"Namespace","status":{"phase":"Terminating"}})),
+            evaluate(
+                &json!({"apiVersion":"v1","kind":"Namespace","status":{"phase":"Terminating"}})
+            ),
             Readiness::NotReady(_)
         ));
         let crd = |s: &str| json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","status":{"conditions":[{"type":"NamesAccepted","status":"True"},{"type":"Established","status":s}]}});
@@ -162,21 +169,31 @@ mod tests {
 
     #[test]
     fn deployments() {
-        let d = |generation: i64, obs: i64, ready: i64| json!({
+        let d = |generation: i64, obs: i64, ready: i64| {
+            json!({
             "apiVersion":"apps/v1","kind":"Deployment",
             "metadata":{"generation":generation},"spec":{"replicas":2},
-            "status":{"observedGeneration":obs,"replicas":2,"updatedReplicas":2,"readyReplicas":ready,"availableReplicas":ready}});
+            "status":{"observedGeneration":obs,"replicas":2,"updatedReplicas":2,"readyReplicas":ready,"availableReplicas":ready}})
+        };
         assert_eq!(evaluate(&d(3, 3, 2)), Readiness::Ready);
-        assert!(matches!(evaluate(&d(3, 2, 2)), Readiness::NotReady(r) if r.contains("observedGeneration")));
-        assert!(matches!(evaluate(&d(3, 3, 1)), Readiness::NotReady(r) if r.contains("readyReplicas")));
+        assert!(
+            matches!(evaluate(&d(3, 2, 2)), Readiness::NotReady(r) if r.contains("observedGeneration"))
+        );
+        assert!(
+            matches!(evaluate(&d(3, 3, 1)), Readiness::NotReady(r) if r.contains("readyReplicas"))
+        );
         // A fresh Deployment with no status at all is not ready (default 1 replica).
         assert!(matches!(
-            evaluate(&json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"generation":1}})),
+            evaluate(
+                &json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"generation":1}})
+            ),
             Readiness::NotReady(_)
         ));
         // Zero replicas with an observed generation is ready.
         assert_eq!(
-            evaluate(&json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"generation":1},"spec":{"replicas":0},"status":{"observedGeneration":1}})),
+            evaluate(
+                &json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"generation":1},"spec":{"replicas":0},"status":{"observedGeneration":1}})
+            ),
             Readiness::Ready
         );
     }
@@ -195,13 +212,28 @@ mod tests {
     fn pods_jobs_services_and_others() {
         let pod = json!({"apiVersion":"v1","kind":"Pod","status":{"conditions":[{"type":"Ready","status":"True"}]}});
         assert_eq!(evaluate(&pod), Readiness::Ready);
-        assert!(matches!(evaluate(&json!({"apiVersion":"v1","kind":"Pod"})), Readiness::NotReady(_)));
+        assert!(matches!(
+            evaluate(&json!({"apiVersion":"v1","kind":"Pod"})),
+            Readiness::NotReady(_)
+        ));
         let job = |t: &str| json!({"apiVersion":"batch/v1","kind":"Job","status":{"conditions":[{"type":t,"status":"True"}]}});
         assert_eq!(evaluate(&job("Complete")), Readiness::Ready);
         assert!(matches!(evaluate(&job("Failed")), Readiness::Failed(_)));
-        assert!(matches!(evaluate(&json!({"apiVersion":"batch/v1","kind":"Job"})), Readiness::NotReady(_)));
-        assert_eq!(evaluate(&json!({"apiVersion":"v1","kind":"Service"})), Readiness::NeedsEndpointSlice);
-        assert_eq!(evaluate(&json!({"apiVersion":"v1","kind":"ConfigMap"})), Readiness::Ready);
-        assert_eq!(evaluate(&json!({"apiVersion":"example.com/v1","kind":"Deployment"})), Readiness::Ready);
+        assert!(matches!(
+            evaluate(&json!({"apiVersion":"batch/v1","kind":"Job"})),
+            Readiness::NotReady(_)
+        ));
+        assert_eq!(
+            evaluate(&json!({"apiVersion":"v1","kind":"Service"})),
+            Readiness::NeedsEndpointSlice
+        );
+        assert_eq!(
+            evaluate(&json!({"apiVersion":"v1","kind":"ConfigMap"})),
+            Readiness::Ready
+        );
+        assert_eq!(
+            evaluate(&json!({"apiVersion":"example.com/v1","kind":"Deployment"})),
+            Readiness::Ready
+        );
     }
 }

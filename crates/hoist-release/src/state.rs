@@ -260,10 +260,7 @@ pub fn revision_secret(
         annotations.insert(ANNOTATION_MODULE_SHA256.to_string(), sha256.clone());
     }
     let mut data = BTreeMap::new();
-    data.insert(
-        KEY_RESOURCES.to_string(),
-        ByteString(encode_stages(stages)),
-    );
+    data.insert(KEY_RESOURCES.to_string(), ByteString(encode_stages(stages)));
     Secret {
         metadata: ObjectMeta {
             name: Some(random_revision_name()),
@@ -490,7 +487,11 @@ mod tests {
             "ns",
             vec![rev("c", 30, 30), rev("a", 10, 40), rev("b", 20, 20)],
         );
-        let ids: Vec<_> = release.history.iter().map(|r| (r.id, r.secret.as_str())).collect();
+        let ids: Vec<_> = release
+            .history
+            .iter()
+            .map(|r| (r.id, r.secret.as_str()))
+            .collect();
         assert_eq!(ids, vec![(1, "a"), (2, "b"), (3, "c")]);
         assert_eq!(release.active().unwrap().secret, "a");
         assert_eq!(release.revision(2).unwrap().secret, "b");
@@ -508,6 +509,9 @@ mod tests {
         assert_eq!(labels[LABEL_KIND], "lock");
         assert_eq!(labels[LABEL_RELEASE], "my-rel");
         let odd = lock_secret("a/b c", "ns");
-        assert_eq!(odd.metadata.labels.unwrap()[LABEL_RELEASE], sha1_hex(b"a/b c"));
+        assert_eq!(
+            odd.metadata.labels.unwrap()[LABEL_RELEASE],
+            sha1_hex(b"a/b c")
+        );
     }
 }

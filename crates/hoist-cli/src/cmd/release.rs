@@ -8,8 +8,8 @@ use crate::flight::{FlightArgs, render_flight, run_flight_raw};
 use crate::kubecontext::KubeTarget;
 use anyhow::{Context, bail};
 use hoist_release::{
-    Connection, DescentOptions, PruneOptions, ReleaseClusterAccess, ResourceMatcher, Source, TakeoffOptions,
-    WaitOptions,
+    Connection, DescentOptions, PruneOptions, ReleaseClusterAccess, ResourceMatcher, Source,
+    TakeoffOptions, WaitOptions,
 };
 use hoist_runtime::host::ClusterAccess;
 use std::io::{IsTerminal, Write};
@@ -42,7 +42,9 @@ impl ColorChoice {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -272,8 +274,9 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text)
-        .map_err(|_| anyhow::anyhow!("invalid {flag} {text:?}: use a duration such as 30s, 500ms or 2m"))
+    humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!("invalid {flag} {text:?}: use a duration such as 30s, 500ms or 2m")
+    })
 }
 
 fn wait_options(wait: &Option<String>, poll: &str) -> anyhow::Result<WaitOptions> {
@@ -323,7 +326,13 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
     let mut conn = None;
     let access: Option<Arc<dyn ClusterAccess>> = if cluster_access {
         let c = rt.block_on(connect(kube))?;
-        let access = ReleaseClusterAccess::new(c.clone(), rt.handle().clone(), &release, &namespace, matchers);
+        let access = ReleaseClusterAccess::new(
+            c.clone(),
+            rt.handle().clone(),
+            &release,
+            &namespace,
+            matchers,
+        );
         conn = Some(c);
         Some(Arc::new(access))
     } else {
@@ -346,7 +355,11 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
         let written = hoist_release::write_out(&stages, &release, out, &mut stdout)?;
         stdout.flush()?;
         if out != "-" {
-            eprintln!("wrote {} file(s) under {}", written.len(), std::path::Path::new(out).join(&release).display());
+            eprintln!(
+                "wrote {} file(s) under {}",
+                written.len(),
+                std::path::Path::new(out).join(&release).display()
+            );
         }
         return Ok(());
     }
@@ -431,7 +444,8 @@ pub fn run_descent(args: DescentArgs, kube: &GlobalKube) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let conn = connect(kube).await?;
-        let revision = hoist_release::descent(&conn, &args.release, &namespace, args.revision, &opts).await?;
+        let revision =
+            hoist_release::descent(&conn, &args.release, &namespace, args.revision, &opts).await?;
         eprintln!(
             "successful descent of {} to revision {} ({} objects)",
             args.release, revision.id, revision.resources
@@ -475,7 +489,12 @@ fn to_format(value: &impl serde::Serialize, format: InspectFormat) -> anyhow::Re
 fn table(rows: Vec<Vec<String>>) -> String {
     let columns = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -522,9 +541,18 @@ pub fn run_blackbox(args: BlackboxArgs, kube: &GlobalKube) -> anyhow::Result<()>
                     r.namespace.clone(),
                     r.name.clone(),
                     r.revisions.to_string(),
-                    r.active.as_ref().map(|a| a.id.to_string()).unwrap_or_default(),
-                    r.active.as_ref().map(|a| short_time!(a.active_at)).unwrap_or_default(),
-                    r.active.as_ref().map(|a| a.resources.to_string()).unwrap_or_default(),
+                    r.active
+                        .as_ref()
+                        .map(|a| a.id.to_string())
+                        .unwrap_or_default(),
+                    r.active
+                        .as_ref()
+                        .map(|a| short_time!(a.active_at))
+                        .unwrap_or_default(),
+                    r.active
+                        .as_ref()
+                        .map(|a| a.resources.to_string())
+                        .unwrap_or_default(),
                 ]);
             }
             return print(&table(rows));
@@ -556,13 +584,21 @@ pub fn run_blackbox(args: BlackboxArgs, kube: &GlobalKube) -> anyhow::Result<()>
                     "SOURCE".into(),
                 ]];
                 for r in &release.history {
-                    let marker = if Some(r.id) == active { " (active)" } else { "" };
+                    let marker = if Some(r.id) == active {
+                        " (active)"
+                    } else {
+                        ""
+                    };
                     rows.push(vec![
                         format!("{}{marker}", r.id),
                         short_time!(r.created_at),
                         short_time!(r.active_at),
                         r.resources.to_string(),
-                        if r.source.url.is_empty() { "stdin".to_string() } else { r.source.url.clone() },
+                        if r.source.url.is_empty() {
+                            "stdin".to_string()
+                        } else {
+                            r.source.url.clone()
+                        },
                     ]);
                 }
                 print(&table(rows))
@@ -571,7 +607,9 @@ pub fn run_blackbox(args: BlackboxArgs, kube: &GlobalKube) -> anyhow::Result<()>
                 let revision = get(id)?;
                 let stages = hoist_release::revision_stages(&conn, &revision).await?;
                 match args.output {
-                    InspectFormat::Table | InspectFormat::Yaml => print(&hoist_resources::to_yaml(&stages)),
+                    InspectFormat::Table | InspectFormat::Yaml => {
+                        print(&hoist_resources::to_yaml(&stages))
+                    }
                     InspectFormat::Json => print(&hoist_resources::to_json(&stages)),
                 }
             }
@@ -611,7 +649,10 @@ pub fn run_turbulence(args: TurbulenceArgs, kube: &GlobalKube) -> anyhow::Result
         )
         .await?;
         if report.drifted.is_empty() {
-            eprintln!("no turbulence detected: {} matches its active revision", args.release);
+            eprintln!(
+                "no turbulence detected: {} matches its active revision",
+                args.release
+            );
             return Ok(());
         }
         if args.fix {
@@ -630,9 +671,15 @@ pub fn run_unlatch(args: UnlatchArgs, kube: &GlobalKube) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let conn = connect(kube).await?;
         if hoist_release::unlatch(&conn, &args.release, &namespace).await? {
-            eprintln!("removed the lock of release {} in namespace {namespace}", args.release);
+            eprintln!(
+                "removed the lock of release {} in namespace {namespace}",
+                args.release
+            );
         } else {
-            eprintln!("release {} in namespace {namespace} was not locked", args.release);
+            eprintln!(
+                "release {} in namespace {namespace} was not locked",
+                args.release
+            );
         }
         Ok(())
     })
@@ -645,10 +692,21 @@ mod tests {
     #[test]
     fn durations_and_tables() {
         assert_eq!(duration("--wait", "0").unwrap(), Duration::ZERO);
-        assert_eq!(duration("--wait", "1m30s").unwrap(), Duration::from_secs(90));
-        assert!(duration("--wait", "soon").unwrap_err().to_string().contains("invalid --wait"));
+        assert_eq!(
+            duration("--wait", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert!(
+            duration("--wait", "soon")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid --wait")
+        );
         assert!(wait_options(&None, "0").is_err());
-        let t = table(vec![vec!["A".into(), "BB".into()], vec!["ccc".into(), "d".into()]]);
+        let t = table(vec![
+            vec!["A".into(), "BB".into()],
+            vec!["ccc".into(), "d".into()],
+        ]);
         assert_eq!(t, "A     BB\nccc   d\n");
     }
 }
