@@ -190,7 +190,16 @@ pub async fn pull_module(reference: &str, opts: &PullOptions) -> Result<PulledMo
     let mut fetch = r.digest.clone();
     if fetch.is_none() {
         let tag = r.tag.clone().unwrap_or_else(|| DEFAULT_TAG.to_string());
-        if let Some(d) = reg.head_manifest(&tag).await? {
+        // A registry that mishandles HEAD (5xx, 405) gets a GET by tag instead.
+        let head = match reg.head_manifest(&tag).await {
+            Ok(d) => d,
+            Err(OciError::Registry { status, .. }) => {
+                tracing::debug!(status, "manifest HEAD failed; resolving the tag with GET");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = head {
             if let Some(cache) = &cache
                 && let Some(m) = hit(&d, cache)
             {

@@ -789,6 +789,8 @@ enum Misbehave {
     EndlessManifest,
     /// A manifest whose body does not match the Docker-Content-Digest it was fetched by.
     WrongManifestDigest,
+    /// Answers HEAD with 405 but serves a good artifact to GET.
+    NoHead,
 }
 
 /// Serves the registry API just enough for one pull; returns `127.0.0.1:PORT`.
@@ -859,7 +861,10 @@ fn misbehaving_registry(mode: Misbehave) -> String {
                             send(&mut stream, "404 Not Found", "", b"{}");
                         }
                     }
-                    Misbehave::BadBlob => send(
+                    Misbehave::NoHead if method == "HEAD" => {
+                        send(&mut stream, "405 Method Not Allowed", "", b"")
+                    }
+                    Misbehave::BadBlob | Misbehave::NoHead => send(
                         &mut stream,
                         "200 OK",
                         &format!(
@@ -873,7 +878,11 @@ fn misbehaving_registry(mode: Misbehave) -> String {
                     &mut stream,
                     "200 OK",
                     "Content-Type: application/octet-stream\r\n",
-                    &served,
+                    if matches!(mode, Misbehave::NoHead) {
+                        &claimed
+                    } else {
+                        &served
+                    },
                 );
             } else {
                 send(&mut stream, "200 OK", "", b"{}");
@@ -1175,4 +1184,17 @@ async fn yoke_format_interop_with_go_containerregistry() {
         .arg(format!("{}:v1", strip(&base2)))
         .arg(&out));
     assert_eq!(std::fs::read(&out).unwrap(), wasm);
+}
+
+#[tokio::test]
+async fn registry_without_head_support_is_resolved_with_get() {
+    let addr = misbehaving_registry(Misbehave::NoHead);
+    let p = pull_module(
+        &format!("oci://{addr}/fake/module:v1"),
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.wasm, b"\0asm\x01\0\0\0");
+    assert_eq!(p.format, ModuleFormat::Kubewarden);
 }
