@@ -80,7 +80,8 @@ pub struct ModuleInfo {
     pub url: String,
     /// SHA-256 of the module (hex).
     pub sha256: String,
-    /// SHA-1 of the module (hex): what Yoke records as `source-checksum`.
+    /// SHA-1 of the module (hex): what Yoke records as `source-checksum`. Empty when the
+    /// caller did not ask for it (`render_for_output`).
     pub sha1: String,
 }
 
@@ -224,17 +225,40 @@ pub fn run_flight_raw(
     namespace: &str,
     cluster: Option<Arc<dyn ClusterAccess>>,
 ) -> anyhow::Result<Vec<u8>> {
-    Ok(run(flight, release, namespace, cluster)?.0)
+    Ok(run(flight, release, namespace, cluster, Digests::Sha256)?.0)
 }
 
-/// Renders the flight into stages.
+/// Renders the flight into stages, with the module's digests for release history.
 pub fn render_flight(
     flight: &FlightArgs,
     release: &str,
     namespace: &str,
     cluster: Option<Arc<dyn ClusterAccess>>,
 ) -> anyhow::Result<Rendered> {
-    let (stdout, module) = run(flight, release, namespace, cluster)?;
+    render_with(flight, release, namespace, cluster, Digests::Sha256AndSha1)
+}
+
+/// Renders the flight for printing only: no SHA-1 (release history needs it, a render does
+/// not, and hashing a large module twice is measurable on a warm run).
+pub fn render_for_output(flight: &FlightArgs, release: &str, namespace: &str) -> anyhow::Result<Rendered> {
+    render_with(flight, release, namespace, None, Digests::Sha256)
+}
+
+/// Which digests of the module to compute.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Digests {
+    Sha256,
+    Sha256AndSha1,
+}
+
+fn render_with(
+    flight: &FlightArgs,
+    release: &str,
+    namespace: &str,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+    digests: Digests,
+) -> anyhow::Result<Rendered> {
+    let (stdout, module) = run(flight, release, namespace, cluster, digests)?;
     let source = flight.module.as_deref().unwrap_or("stdin");
     let stages = parse_flight_output(&stdout)
         .with_context(|| format!("invalid output from {source}"))?;
@@ -246,6 +270,7 @@ fn run(
     release: &str,
     namespace: &str,
     cluster: Option<Arc<dyn ClusterAccess>>,
+    digests: Digests,
 ) -> anyhow::Result<(Vec<u8>, Option<ModuleInfo>)> {
     let timeout = flight.timeout()?;
     let Some(location) = flight.module.as_deref() else {
@@ -295,9 +320,12 @@ fn run(
     let info = ModuleInfo {
         url: fetched.url.clone(),
         sha256: fetched.sha256.to_hex(),
-        sha1: {
-            use sha1::Digest;
-            hex::encode(sha1::Sha1::digest(&fetched.wasm))
+        sha1: match digests {
+            Digests::Sha256AndSha1 => {
+                use sha1::Digest;
+                hex::encode(sha1::Sha1::digest(&fetched.wasm))
+            }
+            Digests::Sha256 => String::new(),
         },
     };
     Ok((output.stdout, Some(info)))

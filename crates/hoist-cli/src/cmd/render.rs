@@ -1,6 +1,6 @@
 //! `hoist render`: run a flight and print the stages it would apply.
 
-use crate::flight::{FlightArgs, render_flight};
+use crate::flight::{FlightArgs, render_for_output};
 use crate::kubecontext::KubeTarget;
 use std::io::Write;
 
@@ -43,7 +43,7 @@ pub fn run(args: RenderArgs, kube: &KubeTarget) -> anyhow::Result<()> {
         Some(ns) => ns.clone(),
         None => kube.default_namespace(),
     };
-    let rendered = render_flight(&args.flight, &release, &namespace, None)?;
+    let rendered = render_for_output(&args.flight, &release, &namespace)?;
     let stages = rendered.stages.with_prestages();
     let text = match args.output {
         DataFormat::Yaml => hoist_resources::to_yaml(&stages),
