@@ -37,7 +37,12 @@ pub struct FlightArgs {
     pub max_memory_mib: u64,
 
     /// Wall-clock limit of the flight (e.g. 10s, 1m30s); negative disables it.
-    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
     pub timeout: String,
 
     /// Limit on what the flight may write to stdout, in MiB.
@@ -64,7 +69,12 @@ pub struct FlightArgs {
 
     /// Refuse modules not signed by one of these public keys (a PEM file or a directory of
     /// *.pem, repeatable). Checked even for allow-listed modules.
-    #[arg(long, value_name = "KEY|DIR", env = "HOIST_VERIFY_KEYS", value_delimiter = ':')]
+    #[arg(
+        long,
+        value_name = "KEY|DIR",
+        env = "HOIST_VERIFY_KEYS",
+        value_delimiter = ':'
+    )]
     pub verify: Vec<PathBuf>,
 
     /// Only run modules whose URL matches one of these globs (`*` stays within one `/`
@@ -166,7 +176,12 @@ fn fetch_module(flight: &FlightArgs, location: &str) -> anyhow::Result<FetchedMo
         offline: flight.offline,
     };
     let started = Instant::now();
-    let fetched = hoist_source::fetch(location, checksum.as_ref(), &SourceOptions::default(), Some(&oci))?;
+    let fetched = hoist_source::fetch(
+        location,
+        checksum.as_ref(),
+        &SourceOptions::default(),
+        Some(&oci),
+    )?;
     tracing::info!(
         module = location,
         sha256 = %fetched.sha256,
@@ -184,8 +199,9 @@ fn fetch_module(flight: &FlightArgs, location: &str) -> anyhow::Result<FetchedMo
 
 /// Refuses a module whose URL is outside the allow list, before anything is fetched.
 fn check_allowed(flight: &FlightArgs, location: &str) -> anyhow::Result<()> {
-    let allow = hoist_provenance::allow::AllowList::new(flight.allow.iter().filter(|p| !p.is_empty()))
-        .context("invalid --allow pattern")?;
+    let allow =
+        hoist_provenance::allow::AllowList::new(flight.allow.iter().filter(|p| !p.is_empty()))
+            .context("invalid --allow pattern")?;
     if allow.is_empty() {
         return Ok(());
     }
@@ -240,7 +256,11 @@ pub fn render_flight(
 
 /// Renders the flight for printing only: no SHA-1 (release history needs it, a render does
 /// not, and hashing a large module twice is measurable on a warm run).
-pub fn render_for_output(flight: &FlightArgs, release: &str, namespace: &str) -> anyhow::Result<Rendered> {
+pub fn render_for_output(
+    flight: &FlightArgs,
+    release: &str,
+    namespace: &str,
+) -> anyhow::Result<Rendered> {
     render_with(flight, release, namespace, None, Digests::Sha256)
 }
 
@@ -260,8 +280,8 @@ fn render_with(
 ) -> anyhow::Result<Rendered> {
     let (stdout, module) = run(flight, release, namespace, cluster, digests)?;
     let source = flight.module.as_deref().unwrap_or("stdin");
-    let stages = parse_flight_output(&stdout)
-        .with_context(|| format!("invalid output from {source}"))?;
+    let stages =
+        parse_flight_output(&stdout).with_context(|| format!("invalid output from {source}"))?;
     Ok(Rendered { stages, module })
 }
 
@@ -345,9 +365,18 @@ mod tests {
 
     #[test]
     fn timeouts_parse_like_yoke() {
-        assert_eq!(args(None, "10s").timeout().unwrap(), Some(Duration::from_secs(10)));
-        assert_eq!(args(None, "1m30s").timeout().unwrap(), Some(Duration::from_secs(90)));
-        assert_eq!(args(None, "250ms").timeout().unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            args(None, "10s").timeout().unwrap(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            args(None, "1m30s").timeout().unwrap(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            args(None, "250ms").timeout().unwrap(),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(args(None, "-1s").timeout().unwrap(), None);
         assert_eq!(args(None, "-1").timeout().unwrap(), None);
         assert!(args(None, "soon").timeout().is_err());

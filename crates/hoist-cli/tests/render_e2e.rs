@@ -58,14 +58,20 @@ fn echo_sees_exactly_yoke_args_env_and_stdin() {
         format!("HOIST_VERSION={}", env!("CARGO_PKG_VERSION")),
     ]
     .into();
-    assert_eq!(env, expected, "the environment is exactly Yoke's plus HOIST_VERSION");
+    assert_eq!(
+        env, expected,
+        "the environment is exactly Yoke's plus HOIST_VERSION"
+    );
     assert_eq!(cm["data"]["stdin"], "hello\nworld");
 }
 
 #[test]
 fn release_defaults_to_the_file_stem_and_namespace_to_default() {
     let hoist = Hoist::new();
-    let out = hoist.run(&["render", flight("echo").to_str().unwrap(), "-o", "json"], b"");
+    let out = hoist.run(
+        &["render", flight("echo").to_str().unwrap(), "-o", "json"],
+        b"",
+    );
     let stages = json_ok(&out);
     assert_eq!(stages[0][0]["metadata"]["name"], "echo");
     assert_eq!(stages[0][0]["metadata"]["namespace"], "default");
@@ -93,7 +99,15 @@ fn namespace_defaults_to_the_kubeconfig_context() {
 fn stages_are_kept_and_namespaces_and_crds_form_prestages() {
     let hoist = Hoist::new();
     let out = hoist.run(
-        &["render", flight("echo").to_str().unwrap(), "-o", "json", "--", "--stages", "3"],
+        &[
+            "render",
+            flight("echo").to_str().unwrap(),
+            "-o",
+            "json",
+            "--",
+            "--stages",
+            "3",
+        ],
         b"",
     );
     let stages = json_ok(&out);
@@ -107,7 +121,15 @@ fn stages_are_kept_and_namespaces_and_crds_form_prestages() {
         ]
     );
 
-    let out = hoist.run(&["render", flight("multistage").to_str().unwrap(), "-o", "json"], b"");
+    let out = hoist.run(
+        &[
+            "render",
+            flight("multistage").to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        b"",
+    );
     let stages = json_ok(&out);
     let kinds = kinds(&stages);
     assert!(kinds.len() >= 3, "{kinds:?}");
@@ -123,7 +145,15 @@ fn stages_are_kept_and_namespaces_and_crds_form_prestages() {
 fn yaml_output_from_flights_and_yaml_printing() {
     let hoist = Hoist::new();
     let out = hoist.run(
-        &["render", flight("echo").to_str().unwrap(), "-o", "json", "--", "--format", "yaml"],
+        &[
+            "render",
+            flight("echo").to_str().unwrap(),
+            "-o",
+            "json",
+            "--",
+            "--format",
+            "yaml",
+        ],
         b"x",
     );
     assert_eq!(json_ok(&out)[0][0]["kind"], "ConfigMap");
@@ -145,7 +175,10 @@ fn without_a_module_stdin_is_the_output() {
     let stages = json_ok(&out);
     assert_eq!(kinds(&stages), [vec!["Namespace"], vec!["ConfigMap"]]);
 
-    let out = hoist.run(&["render", "-o", "json"], br#"[[{"kind":"A"}],[{"kind":"B"}]]"#);
+    let out = hoist.run(
+        &["render", "-o", "json"],
+        br#"[[{"kind":"A"}],[{"kind":"B"}]]"#,
+    );
     assert_eq!(kinds(&json_ok(&out)), [vec!["A"], vec!["B"]]);
 }
 
@@ -172,9 +205,22 @@ fn checksums_explicit_and_inferred_are_enforced_before_running() {
     };
     let wrong = "0".repeat(64);
 
-    let out = hoist.run(&["render", echo.to_str().unwrap(), "--checksum", &actual, "-o", "json"], b"");
+    let out = hoist.run(
+        &[
+            "render",
+            echo.to_str().unwrap(),
+            "--checksum",
+            &actual,
+            "-o",
+            "json",
+        ],
+        b"",
+    );
     json_ok(&out);
-    let out = hoist.run(&["render", echo.to_str().unwrap(), "--checksum", &wrong], b"");
+    let out = hoist.run(
+        &["render", echo.to_str().unwrap(), "--checksum", &wrong],
+        b"",
+    );
     fails_with(&out, &["checksum mismatch", &wrong, &actual, "--checksum"]);
 
     let named_wrong = hoist.cache.path().join(format!("echo_sha256_{wrong}.wasm"));
@@ -182,9 +228,15 @@ fn checksums_explicit_and_inferred_are_enforced_before_running() {
     let out = hoist.run(&["render", named_wrong.to_str().unwrap()], b"");
     fails_with(&out, &["checksum mismatch", "inferred"]);
 
-    let named_right = hoist.cache.path().join(format!("echo_sha256_{actual}.wasm"));
+    let named_right = hoist
+        .cache
+        .path()
+        .join(format!("echo_sha256_{actual}.wasm"));
     std::fs::write(&named_right, &wasm).unwrap();
-    json_ok(&hoist.run(&["render", named_right.to_str().unwrap(), "-o", "json"], b""));
+    json_ok(&hoist.run(
+        &["render", named_right.to_str().unwrap(), "-o", "json"],
+        b"",
+    ));
 }
 
 /// Minimal SHA-256 through the `sha256sum` tool, so the test does not share code with hoist.
@@ -240,11 +292,16 @@ fn bad_modules_fail_clearly() {
     );
 
     let unknown = dir.join("imports_unknown.wasm");
-    let wat = std::fs::read_to_string(common::workspace().join("testdata/wat/imports_unknown.wat")).unwrap();
+    let wat = std::fs::read_to_string(common::workspace().join("testdata/wat/imports_unknown.wat"))
+        .unwrap();
     std::fs::write(&unknown, wat::parse_str(wat).unwrap()).unwrap();
     fails_with(
         &hoist.run(&["render", unknown.to_str().unwrap()], b""),
-        &["imports_unknown.wasm", "imports env.mystery", "hoist does not provide"],
+        &[
+            "imports_unknown.wasm",
+            "imports env.mystery",
+            "hoist does not provide",
+        ],
     );
 }
 
@@ -269,15 +326,39 @@ fn gzip_bombs_stop_at_the_cap() {
 fn limits_stop_runaway_flights_with_the_flag_to_change() {
     let hoist = Hoist::new();
     fails_with(
-        &hoist.run(&["render", flight("spin").to_str().unwrap(), "--timeout", "1s"], b""),
+        &hoist.run(
+            &[
+                "render",
+                flight("spin").to_str().unwrap(),
+                "--timeout",
+                "1s",
+            ],
+            b"",
+        ),
         &["spin.wasm", "time limit of 1s", "--timeout"],
     );
     fails_with(
-        &hoist.run(&["render", flight("memhog").to_str().unwrap(), "--max-memory-mib", "64"], b""),
+        &hoist.run(
+            &[
+                "render",
+                flight("memhog").to_str().unwrap(),
+                "--max-memory-mib",
+                "64",
+            ],
+            b"",
+        ),
         &["memhog.wasm", "memory limit of 64 MiB", "--max-memory-mib"],
     );
     fails_with(
-        &hoist.run(&["render", flight("flood").to_str().unwrap(), "--max-output-mib", "2"], b""),
+        &hoist.run(
+            &[
+                "render",
+                flight("flood").to_str().unwrap(),
+                "--max-output-mib",
+                "2",
+            ],
+            b"",
+        ),
         &["flood.wasm", "2 MiB on stdout", "--max-output-mib"],
     );
 }
@@ -317,11 +398,17 @@ fn unreachable_http_sources_fail_clearly() {
 #[test]
 fn host_lookups_answer_feature_not_granted_without_cluster_access() {
     let hoist = Hoist::new();
-    let out = hoist.run(&["render", flight("lookup").to_str().unwrap(), "-o", "json"], b"");
+    let out = hoist.run(
+        &["render", flight("lookup").to_str().unwrap(), "-o", "json"],
+        b"",
+    );
     let stages = json_ok(&out);
     let data = &stages[0][0]["data"];
     assert_eq!(data["state"], "1", "{data}");
-    assert!(data["result"].as_str().unwrap().contains("not granted"), "{data}");
+    assert!(
+        data["result"].as_str().unwrap().contains("not granted"),
+        "{data}"
+    );
 }
 
 #[test]
@@ -349,8 +436,16 @@ fn the_cache_is_used_recovered_and_safe_under_concurrency() {
     }
     let recovered = render(&[]);
     json_ok(&recovered);
-    assert!(stderr(&recovered).contains("cache=recovered"), "{}", stderr(&recovered));
-    assert!(stderr(&recovered).contains("recompiling"), "{}", stderr(&recovered));
+    assert!(
+        stderr(&recovered).contains("cache=recovered"),
+        "{}",
+        stderr(&recovered)
+    );
+    assert!(
+        stderr(&recovered).contains("recompiling"),
+        "{}",
+        stderr(&recovered)
+    );
     assert!(stderr(&render(&[])).contains("cache=hit"));
 
     // --no-cache neither reads nor writes.
@@ -373,11 +468,19 @@ fn the_cache_is_used_recovered_and_safe_under_concurrency() {
         let out = child.wait_with_output().unwrap();
         json_ok(&out);
     }
-    let listing = fresh.cmd().args(["cache", "ls", "-o", "json"]).output().unwrap();
+    let listing = fresh
+        .cmd()
+        .args(["cache", "ls", "-o", "json"])
+        .output()
+        .unwrap();
     let entries = json_ok(&listing);
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
 
     let cleaned = fresh.cmd().args(["cache", "clean"]).output().unwrap();
     assert!(cleaned.status.success());
-    assert!(stderr(&cleaned).contains("removed 1"), "{}", stderr(&cleaned));
+    assert!(
+        stderr(&cleaned).contains("removed 1"),
+        "{}",
+        stderr(&cleaned)
+    );
 }

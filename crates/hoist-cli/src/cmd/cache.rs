@@ -77,7 +77,10 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                         eprintln!("the cache at {} is empty", dir.display());
                         return Ok(());
                     }
-                    println!("{:<16} {:<9} {:>9} {:<7} LAST USED", "MODULE", "COMPILER", "SIZE", "USABLE");
+                    println!(
+                        "{:<16} {:<9} {:>9} {:<7} LAST USED",
+                        "MODULE", "COMPILER", "SIZE", "USABLE"
+                    );
                     for e in &entries {
                         println!(
                             "{:<16} {:<9} {:>8.1}M {:<7} {}",

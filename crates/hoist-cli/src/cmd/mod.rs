@@ -2,6 +2,6 @@
 
 pub mod cache;
 pub mod oci;
+pub mod release;
 pub mod render;
 pub mod sign;
-pub mod release;

@@ -94,7 +94,8 @@ pub fn json_ok(output: &Output) -> serde_json::Value {
         stderr(output),
         stdout(output)
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
 }
 
 /// Asserts failure with a non-zero exit and a one-line `hoist: error:` that contains every
