@@ -29,7 +29,9 @@ pub struct DigestParseError {
 
 /// A module whose digest is not the expected one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("checksum mismatch for {location}: expected sha256 {expected} ({origin}), got {actual}; the module is not the one you meant, so nothing was run")]
+#[error(
+    "checksum mismatch for {location}: expected sha256 {expected} ({origin}), got {actual}; the module is not the one you meant, so nothing was run"
+)]
 pub struct ChecksumMismatch {
     /// The module's location.
     pub location: String,
@@ -172,7 +174,13 @@ mod tests {
         assert_eq!(d.to_string(), HEX);
         assert_eq!(Sha256Digest::from_hex(&format!("sha256:{HEX}")).unwrap(), d);
         assert_eq!(Sha256Digest::from_hex(&HEX.to_uppercase()).unwrap(), d);
-        for bad in ["", "abc", &HEX[1..], &format!("{HEX}0"), &HEX.replace('a', "g")] {
+        for bad in [
+            "",
+            "abc",
+            &HEX[1..],
+            &format!("{HEX}0"),
+            &HEX.replace('a', "g"),
+        ] {
             assert!(Sha256Digest::from_hex(bad).is_err(), "{bad}");
         }
     }
