@@ -31,6 +31,8 @@ pub const DEFAULT_STAGE_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
 /// Default number of revisions kept.
 pub const DEFAULT_HISTORY_CAP: usize = 10;
+/// Objects of one type in one namespace from which ownership is read with one LIST.
+const LIST_THRESHOLD: usize = 8;
 /// Default number of concurrent requests within a stage.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
@@ -319,13 +321,44 @@ async fn apply_stage(
     let resolved = resolve_stage(conn, stage).await.map_err(|e| (e, vec![]))?;
     let concurrency = concurrency.max(1);
 
-    // Ownership.
+    // Ownership. Many objects of one type in one namespace are read with one LIST (falling
+    // back to a GET per object when listing is not allowed).
+    let mut per_collection: HashMap<String, (usize, usize)> = HashMap::new();
+    for (index, (resource, res)) in stage.iter().zip(&resolved).enumerate() {
+        let url = res.collection_url(namespace_for(res, resource));
+        per_collection.entry(url).or_insert((index, 0)).1 += 1;
+    }
+    let mut listed: HashMap<String, HashMap<String, Value>> = HashMap::new();
+    for (url, (first, count)) in per_collection {
+        if count < LIST_THRESHOLD {
+            continue;
+        }
+        let (resource, res) = (&stage[first], &resolved[first]);
+        if let Ok(items) = conn
+            .list_objects(res, namespace_for(res, resource), None)
+            .await
+        {
+            let by_name = items
+                .into_iter()
+                .filter_map(|item| {
+                    let name = item.pointer("/metadata/name")?.as_str()?.to_string();
+                    Some((name, item))
+                })
+                .collect();
+            listed.insert(url, by_name);
+        }
+    }
+    let listed = &listed;
     let checks = stream::iter(stage.iter().zip(&resolved))
         .map(|(resource, res)| async move {
-            let live = conn
-                .get_object(res, namespace_for(res, resource), resource.name())
-                .await
-                .map_err(|e| object_error(conn, e, resource, "reading"))?;
+            let ns = namespace_for(res, resource);
+            let live = match listed.get(&res.collection_url(ns)) {
+                Some(by_name) => by_name.get(resource.name()).cloned(),
+                None => conn
+                    .get_object(res, ns, resource.name())
+                    .await
+                    .map_err(|e| object_error(conn, e, resource, "reading"))?,
+            };
             let live_map = live.as_ref().and_then(Value::as_object);
             ownership::check_ownership(owner, live_map, force_ownership).map_err(|current| {
                 Error::Ownership {

@@ -524,6 +524,20 @@ async fn ownership_conflicts_and_force_ownership() {
         .unwrap_err();
     assert!(err.to_string().contains("owned by nobody"), "{err}");
 
+    // Many objects of one type: ownership is read with one LIST, with the same verdicts.
+    let many: String = (0..10).map(|i| cm(&format!("bulk-{i}"), "1")).collect();
+    up(&conn, &many, &opts("bulk-a", &ns)).await.unwrap();
+    let err = up(&conn, &many, &opts("bulk-b", &ns)).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("ownership check failed:"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string().matches("already owned by release").count(),
+        10,
+        "{err}"
+    );
+
     let mut forced = opts("second", &ns);
     forced.force_ownership = true;
     up(&conn, &cm("shared", "2"), &forced).await.unwrap();
