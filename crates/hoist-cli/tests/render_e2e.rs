@@ -370,10 +370,11 @@ fn bad_output_and_failing_flights_fail_clearly() {
         &hoist.run(&["render", flight("badyaml").to_str().unwrap()], b""),
         &["invalid output from", "badyaml.wasm", "not valid YAML"],
     );
-    fails_with(
+    let err = fails_with(
         &hoist.run(&["render", flight("nokind").to_str().unwrap()], b""),
         &["nokind.wasm", "no `kind`"],
     );
+    assert_eq!(err.matches("no `kind`").count(), 1, "said once: {err}");
     fails_with(
         &hoist.run(&["render", flight("empty").to_str().unwrap()], b""),
         &["empty.wasm", "no resources"],

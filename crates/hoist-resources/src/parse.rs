@@ -32,12 +32,12 @@ pub enum OutputError {
         what: String,
     },
     /// One object is not a valid resource.
-    #[error("{location}: {source}")]
+    #[error("{location}: {problem}")]
     Resource {
         /// Where the object is: `document 3`, or `stage 2, item 5`.
         location: String,
-        /// What is wrong with it.
-        source: ResourceError,
+        /// What is wrong with it (not a `source`: the message already includes it).
+        problem: ResourceError,
     },
 }
 
@@ -105,9 +105,9 @@ fn classify(documents: Vec<Value>) -> Result<Stages, OutputError> {
         match doc {
             Value::Object(map) => {
                 stage.push(
-                    Resource::from_map(map).map_err(|source| OutputError::Resource {
+                    Resource::from_map(map).map_err(|problem| OutputError::Resource {
                         location: location(),
-                        source,
+                        problem,
                     })?,
                 )
             }
@@ -150,12 +150,12 @@ fn objects_of(items: Vec<Value>, stage: Option<usize>) -> Result<Vec<Resource>, 
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            Resource::from_value(value).map_err(|source| OutputError::Resource {
+            Resource::from_value(value).map_err(|problem| OutputError::Resource {
                 location: match stage {
                     Some(stage) => format!("stage {stage}, item {}", index + 1),
                     None => format!("item {}", index + 1),
                 },
-                source,
+                problem,
             })
         })
         .collect()

@@ -28,12 +28,12 @@ use crate::engine::Compiler;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The cache directory cannot be created or read.
-    #[error("cache directory {path}: {source}")]
+    #[error("cache directory {path}: {error}")]
     Dir {
         /// The directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The cache directory is writable by other users: loading code from it would let them
     /// run code as you.
@@ -53,12 +53,12 @@ pub enum CacheError {
         reason: String,
     },
     /// Writing an entry failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {error}")]
     Write {
         /// The file being written.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -209,10 +209,10 @@ impl ModuleCache {
         let read = match fs::read_dir(&self.dir) {
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
+            Err(error) => {
                 return Err(CacheError::Dir {
                     path: self.dir.clone(),
-                    source,
+                    error,
                 });
             }
         };
@@ -273,9 +273,9 @@ impl ModuleCache {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let meta = fs::metadata(&self.dir).map_err(|source| CacheError::Dir {
+            let meta = fs::metadata(&self.dir).map_err(|error| CacheError::Dir {
                 path: self.dir.clone(),
-                source,
+                error,
             })?;
             if meta.permissions().mode() & 0o022 != 0 {
                 return Err(CacheError::Insecure {
@@ -312,16 +312,16 @@ fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| CacheError::Dir {
+    builder.create(dir).map_err(|error| CacheError::Dir {
         path: dir.to_path_buf(),
-        source,
+        error,
     })
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let write_err = |source| CacheError::Write {
+    let write_err = |error| CacheError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp")

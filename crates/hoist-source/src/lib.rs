@@ -66,12 +66,12 @@ pub enum SourceError {
         reason: String,
     },
     /// A local file could not be read.
-    #[error("cannot read module {}: {source}", path.display())]
+    #[error("cannot read module {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The module is larger than allowed.
     #[error("module {location} is larger than {limit_mib} MiB{detail}; refusing to load it")]
@@ -189,9 +189,9 @@ fn is_gzip_name(location: &str) -> bool {
 }
 
 fn read_file(location: &str, path: &Path, options: &SourceOptions) -> Result<Vec<u8>, SourceError> {
-    let read_err = |source| SourceError::Read {
+    let read_err = |error| SourceError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;

@@ -11,6 +11,21 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The Go test flights the end-to-end tests use.
+pub const TEST_FLIGHTS: &[&str] = &[
+    "echo",
+    "multistage",
+    "yamlstream",
+    "fail",
+    "memhog",
+    "spin",
+    "flood",
+    "nokind",
+    "badyaml",
+    "empty",
+    "lookup",
+];
+
 /// Path of the Go-built test flight `name` (`testdata/flights/<name>`), building every
 /// flight once per test process with `scripts/build-testdata` (cached by source hash).
 pub fn flight(name: &str) -> PathBuf {
@@ -19,7 +34,9 @@ pub fn flight(name: &str) -> PathBuf {
         let dir = std::env::var_os("HOIST_TESTDATA_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace().join("target/testdata"));
+        // Only the flights the tests run (not the large `realistic` benchmark flight).
         let status = Command::new(workspace().join("scripts/build-testdata"))
+            .args(TEST_FLIGHTS)
             .env("HOIST_TESTDATA_DIR", &dir)
             .status()
             .map_err(|e| format!("cannot run scripts/build-testdata: {e}"))?;
