@@ -485,3 +485,50 @@ fn the_cache_is_used_recovered_and_safe_under_concurrency() {
         stderr(&cleaned)
     );
 }
+
+#[test]
+fn unchanged_local_modules_are_not_reread_but_checks_still_apply() {
+    let hoist = Hoist::new();
+    let module = hoist.cache.path().join("echo.wasm");
+    std::fs::copy(flight("echo"), &module).unwrap();
+    let render = |extra: &[&str]| {
+        let mut args = vec!["render", module.to_str().unwrap(), "-o", "json", "-v"];
+        args.extend_from_slice(extra);
+        hoist.run(&args, b"")
+    };
+    let first = render(&[]);
+    json_ok(&first);
+    assert!(
+        !stderr(&first).contains("digest memo"),
+        "{}",
+        stderr(&first)
+    );
+    let second = render(&[]);
+    json_ok(&second);
+    assert!(
+        stderr(&second).contains("digest memo"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(stderr(&second).contains("cache=hit"), "{}", stderr(&second));
+
+    // A wrong --checksum is still refused on the warm path.
+    let wrong = "1".repeat(64);
+    fails_with(
+        &render(&["--checksum", &wrong]),
+        &["checksum mismatch", &wrong],
+    );
+
+    // Replace the module with another flight: the memo no longer applies and the new
+    // module runs.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(flight("multistage"), &module).unwrap();
+    let third = render(&[]);
+    let stages = json_ok(&third);
+    assert!(
+        !stderr(&third).contains("digest memo"),
+        "{}",
+        stderr(&third)
+    );
+    assert!(stages.as_array().unwrap().len() >= 3, "{stages}");
+}

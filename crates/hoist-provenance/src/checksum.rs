@@ -138,7 +138,15 @@ pub fn verify(
     location: &str,
     explicit: Option<&Sha256Digest>,
 ) -> Result<Sha256Digest, ChecksumMismatch> {
-    let actual = Sha256Digest::of(module);
+    verify_digest(Sha256Digest::of(module), location, explicit)
+}
+
+/// Like [`verify`], for a module whose digest is already known.
+pub fn verify_digest(
+    actual: Sha256Digest,
+    location: &str,
+    explicit: Option<&Sha256Digest>,
+) -> Result<Sha256Digest, ChecksumMismatch> {
     if let Some(expected) = explicit
         && *expected != actual
     {

@@ -257,6 +257,10 @@ impl ModuleCache {
             removed.0 += 1;
             removed.1 += entry.size;
         }
+        if !only_stale {
+            // The digest memo kept next to the entries (see hoist-source's DigestMemo).
+            let _ = fs::remove_dir_all(self.dir.join("digests"));
+        }
         // Leftover temporary files of interrupted writes.
         if let Ok(read) = fs::read_dir(&self.dir) {
             for item in read.flatten() {

@@ -3,6 +3,7 @@
 use crate::cache::{CacheError, ModuleCache};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Config, Engine, Module, OptLevel, Strategy};
 
@@ -134,6 +135,8 @@ pub struct FlightEngine {
     engine: Engine,
     compiler: Compiler,
     cache: Option<ModuleCache>,
+    /// Set when `load_cached` removed an unusable entry, so the next `load` says so.
+    recovered: AtomicBool,
 }
 
 impl FlightEngine {
@@ -148,6 +151,7 @@ impl FlightEngine {
             engine,
             compiler,
             cache,
+            recovered: AtomicBool::new(false),
         })
     }
 
@@ -164,6 +168,30 @@ impl FlightEngine {
     /// The cache, when enabled.
     pub fn cache(&self) -> Option<&ModuleCache> {
         self.cache.as_ref()
+    }
+
+    /// The compiled module for `sha256_hex` from the cache, if there is a usable entry
+    /// (no compilation; an unusable entry is removed and reported as `None`).
+    pub fn load_cached(&self, sha256_hex: &str) -> Option<LoadedModule> {
+        let started = Instant::now();
+        let module = match self.cache.as_ref()?.load(&self.engine, sha256_hex) {
+            Ok(module) => module?,
+            Err(CacheError::Unusable { path, reason }) => {
+                tracing::warn!(
+                    "compiled-module cache entry {} is unusable ({reason}); recompiling",
+                    path.display()
+                );
+                self.recovered.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        Some(LoadedModule {
+            module,
+            cache_status: CacheStatus::Hit,
+            load_time: started.elapsed(),
+            compiler: self.compiler,
+        })
     }
 
     /// Compiles `wasm` (whose SHA-256 is `sha256_hex`), or loads its compiled code from the
@@ -190,6 +218,9 @@ impl FlightEngine {
                         load_time: started.elapsed(),
                         compiler: self.compiler,
                     });
+                }
+                Ok(None) if self.recovered.swap(false, Ordering::Relaxed) => {
+                    status = CacheStatus::Recovered
                 }
                 Ok(None) => status = CacheStatus::Miss,
                 Err(CacheError::Unusable { path, reason }) => {

@@ -301,6 +301,115 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Remembers the SHA-256 of local module files by their identity on disk (device, inode,
+/// size, modification and change times), so that a warm render of an unchanged file does not
+/// read and hash it again. The change time (ctime) cannot be set by unprivileged users, so a
+/// file whose content changed never matches an old entry (git and ccache rely on the same).
+/// Entries live in a private directory; a group- or world-writable directory is ignored.
+#[derive(Debug, Clone)]
+pub struct DigestMemo {
+    dir: PathBuf,
+}
+
+impl DigestMemo {
+    /// A memo in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DigestMemo { dir: dir.into() }
+    }
+
+    /// The digest recorded for the local file at `location`, if the file is unchanged since.
+    /// Returns `None` for URLs, `.gz` files' changes, unknown files, or any doubt.
+    pub fn lookup(&self, location: &str) -> Option<Sha256Digest> {
+        let entry = self.entry_for(location)?;
+        if !self.dir_is_private() {
+            return None;
+        }
+        let text = std::fs::read_to_string(entry).ok()?;
+        Sha256Digest::from_hex(text.trim()).ok()
+    }
+
+    /// Records `digest` for the local file at `location` (best effort: failures are ignored,
+    /// the memo is only a shortcut).
+    pub fn record(&self, location: &str, digest: &Sha256Digest) {
+        let Some(entry) = self.entry_for(location) else {
+            return;
+        };
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        if builder.create(&self.dir).is_err() || !self.dir_is_private() {
+            return;
+        }
+        let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, digest.to_hex()).is_ok() && std::fs::rename(&tmp, &entry).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    fn entry_for(&self, location: &str) -> Option<PathBuf> {
+        let path = local_path(location)?;
+        let identity = file_identity(&path)?;
+        let key = Sha256Digest::of(identity.as_bytes()).to_hex();
+        Some(self.dir.join(&key[..40]))
+    }
+
+    fn dir_is_private(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(&self.dir) {
+                Ok(meta) => meta.permissions().mode() & 0o022 == 0,
+                Err(_) => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
+/// The local path of a location (plain path or `file://`), `None` for URLs.
+fn local_path(location: &str) -> Option<PathBuf> {
+    if let Some(rest) = location.strip_prefix("file://") {
+        Some(PathBuf::from(rest))
+    } else if location.contains("://") {
+        None
+    } else {
+        Some(PathBuf::from(location))
+    }
+}
+
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&canonical).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    Some(format!(
+        "{}\0{}:{}:{}:{}.{}:{}.{}",
+        canonical.display(),
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    ))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &Path) -> Option<String> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +423,27 @@ mod tests {
         let mut enc = GzEncoder::new(Vec::new(), Compression::default());
         enc.write_all(bytes).unwrap();
         enc.finish().unwrap()
+    }
+
+    #[test]
+    fn digest_memo_forgets_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, MODULE).unwrap();
+        let memo = DigestMemo::new(dir.path().join("memo"));
+        let location = path.to_str().unwrap();
+        assert_eq!(memo.lookup(location), None);
+        let digest = Sha256Digest::of(MODULE);
+        memo.record(location, &digest);
+        assert_eq!(memo.lookup(location), Some(digest));
+        assert_eq!(memo.lookup(&format!("file://{location}")), Some(digest));
+        // Same size, new content: the change time moves, the entry no longer applies.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"\0asm\x01\0\0\x01").unwrap();
+        assert_eq!(memo.lookup(location), None);
+        // URLs are never memoised.
+        memo.record("https://h/m.wasm", &digest);
+        assert_eq!(memo.lookup("https://h/m.wasm"), None);
     }
 
     #[test]
