@@ -79,6 +79,11 @@ pub struct TakeoffArgs {
     #[arg(long)]
     pub stdout: bool,
 
+    /// Accept a module whose content differs from what an earlier revision recorded for the
+    /// same URL (digest pinning: http(s) URLs and OCI semver tags are pinned by default).
+    #[arg(long)]
+    pub allow_repin: bool,
+
     /// Server-side dry run only: nothing changes, no revision is recorded.
     #[arg(long)]
     pub dry: bool,
@@ -309,6 +314,56 @@ fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Digest pinning: refuses a module whose URL an earlier revision of this release used with
+/// other content (both digests in the message), unless `allow_repin`.
+async fn check_digest_pin(
+    conn: &Connection,
+    release: &str,
+    namespace: &str,
+    module: &crate::flight::ModuleInfo,
+    allow_repin: bool,
+) -> anyhow::Result<()> {
+    use hoist_provenance::checksum::Sha256Digest;
+    use hoist_provenance::pin::{ModuleDigests, check_pin};
+    let history = hoist_release::load_release(conn, release, namespace).await?;
+    let previous: Vec<(String, String)> = history
+        .history
+        .iter()
+        .map(|r| {
+            let checksum = r
+                .source
+                .sha256
+                .clone()
+                .unwrap_or_else(|| r.source.checksum.clone());
+            (r.source.url.clone(), checksum)
+        })
+        .collect();
+    let digests = ModuleDigests {
+        sha256: Sha256Digest::from_hex(&module.sha256)?,
+        sha1: (!module.sha1.is_empty()).then(|| module.sha1.clone()),
+    };
+    match check_pin(&module.url, &digests, previous.iter().map(|(u, c)| (u.as_str(), c.as_str()))) {
+        Ok(report) => {
+            if report.uncomparable > 0 {
+                tracing::warn!(
+                    "{} earlier revision(s) of {release} used {} with a checksum hoist cannot compare",
+                    report.uncomparable,
+                    module.url
+                );
+            }
+            Ok(())
+        }
+        Err(e) if allow_repin => {
+            eprintln!("warning: {e}; continuing because of --allow-repin");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "digest pinning refused {} for release {release}: the module at that URL changed since an earlier revision; if the change is intended, re-run with --allow-repin",
+            module.url
+        ))),
+    }
+}
+
 /// Runs `hoist takeoff`.
 pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
     let namespace = namespace_of(&args.namespace, kube);
@@ -378,6 +433,9 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
             Some(c) => c,
             None => connect(kube).await?,
         };
+        if let Some(module) = &rendered.module {
+            check_digest_pin(&conn, &release, &namespace, module, args.allow_repin).await?;
+        }
         let stages =
             hoist_release::prepare_stages(&conn, rendered.stages, &release, &namespace, args.cross_namespace).await?;
         if args.diff_only {
