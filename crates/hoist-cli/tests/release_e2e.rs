@@ -557,3 +557,65 @@ fn cluster_access_lookups_follow_ownership_and_matchers() {
     c.ok(&["mayday", "-n", &ns, "other"], "");
     c.cleanup(&ns);
 }
+
+#[test]
+fn a_killed_takeoff_leaves_no_revision_and_the_next_one_converges() {
+    let Some(c) = cluster() else { return };
+    let ns = unique("kill");
+    c.create_namespace(&ns);
+    let pairs: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("cm-{i:04}"), "v".to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let yaml = configmaps(&refs);
+
+    // Kill the takeoff while it applies.
+    let mut cmd = c.hoist(&c.kubeconfig);
+    cmd.args(["takeoff", "--lock", "--skip-dry-run", "-n", &ns, "big"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    child.kill().ok();
+    child.wait().ok();
+    // Either no revision yet (killed before the end), or the takeoff had finished.
+    let out = c.run(&["blackbox", "-o", "json", "-n", &ns, "big"], "");
+    let revisions = if out.status.success() {
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["history"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+    } else {
+        let err = text(&out.stderr);
+        assert!(err.contains("release big not found"), "{err}");
+        0
+    };
+    assert!(revisions <= 1);
+
+    // The interrupted takeoff may have left its lock: a locked takeoff says so; unlatch;
+    // the next takeoff converges to every object and one revision.
+    let out = c.run(&["takeoff", "--lock", "-n", &ns, "big"], &yaml);
+    if !out.status.success() {
+        let err = text(&out.stderr);
+        assert!(err.contains("hoist unlatch big"), "{err}");
+        c.ok(&["unlatch", "-n", &ns, "big"], "");
+        c.ok(&["takeoff", "--lock", "-n", &ns, "big"], &yaml);
+    }
+    let (json, _) = c.ok(&["blackbox", "-o", "json", "-n", &ns, "big"], "");
+    let release: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(release["history"].as_array().unwrap().len(), 1);
+    assert_eq!(release["history"][0]["resources"], 400);
+    assert!(c.get("v1", "ConfigMap", Some(&ns), "cm-0399").is_some());
+    c.ok(&["mayday", "-n", &ns, "big"], "");
+    c.cleanup(&ns);
+}

@@ -194,15 +194,27 @@ impl Connection {
         self.client.request::<Value>(request).await
     }
 
-    /// Deletes an object (foreground propagation); `Ok(false)` when it was already gone.
+    /// Deletes an object; `Ok(false)` when it was already gone. Objects that may own others
+    /// (workloads, custom resources) are deleted in the foreground, as Yoke does, so their
+    /// dependents are gone before the previous stage is pruned; core and RBAC objects, which
+    /// own nothing, in the background (the garbage collector's foreground finalizer would
+    /// otherwise make deleting hundreds of ConfigMaps take tens of seconds).
     pub async fn delete_object(
         &self,
         resolved: &Resolved,
         namespace: Option<&str>,
         name: &str,
     ) -> std::result::Result<bool, kube::Error> {
+        let owns_nothing = matches!(
+            resolved.resource.group.as_str(),
+            "" | "rbac.authorization.k8s.io"
+        ) && resolved.resource.kind != "Namespace";
         let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Foreground),
+            propagation_policy: Some(if owns_nothing {
+                PropagationPolicy::Background
+            } else {
+                PropagationPolicy::Foreground
+            }),
             ..Default::default()
         };
         let request = Request::new(resolved.collection_url(namespace))

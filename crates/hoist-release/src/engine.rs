@@ -976,25 +976,40 @@ pub async fn prune(
             }
         }
         many("pruning failed".into(), errors)?;
-        // Wait until the deleted objects are gone before the previous stage.
+        // Wait until the deleted objects are gone before the previous stage (all of the
+        // stage's objects are checked together each round).
         let deadline = Instant::now() + Duration::from_secs(120);
-        for (resource, res) in &deleted {
-            loop {
-                let live = conn
-                    .get_object(res, namespace_for(res, resource), resource.name())
-                    .await
-                    .map_err(|e| object_error(conn, e, resource, "waiting for the deletion of"))?;
-                if live.is_none() {
-                    break;
+        let mut remaining = deleted;
+        while !remaining.is_empty() {
+            let checks = stream::iter(remaining.iter())
+                .map(|(resource, res)| async move {
+                    conn.get_object(res, namespace_for(res, resource), resource.name())
+                        .await
+                        .map(|live| live.is_some())
+                        .map_err(|e| object_error(conn, e, resource, "waiting for the deletion of"))
+                })
+                .buffered((*concurrency).max(1))
+                .collect::<Vec<_>>()
+                .await;
+            let mut still = Vec::new();
+            for (entry, alive) in remaining.into_iter().zip(checks) {
+                if alive? {
+                    still.push(entry);
+                } else {
+                    outcome.removed.push(describe(entry.0));
                 }
-                if Instant::now() >= deadline {
-                    return Err(Error::NotReady {
-                        message: format!("{} was not deleted within 120s", describe(resource)),
-                    });
-                }
-                tokio::time::sleep(poll.min(Duration::from_millis(500))).await;
             }
-            outcome.removed.push(describe(resource));
+            remaining = still;
+            if remaining.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let names: Vec<String> = remaining.iter().map(|(r, _)| describe(r)).collect();
+                return Err(Error::NotReady {
+                    message: format!("not deleted within 120s: {}", names.join(", ")),
+                });
+            }
+            tokio::time::sleep(poll.min(Duration::from_millis(250))).await;
         }
     }
     if !outcome.removed.is_empty() {
