@@ -199,3 +199,72 @@ fn verify_refuses_unsigned_and_accepts_signed_modules_even_when_allow_listed() {
         b"",
     ));
 }
+
+fn registry() -> Option<String> {
+    match std::env::var("HOIST_TEST_REGISTRY") {
+        Ok(r) if !r.is_empty() => Some(r),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "HOIST_TEST_REGISTRY is not set: run scripts/registry start (scripts/test does)"
+                );
+            }
+            eprintln!("skipping: HOIST_TEST_REGISTRY is not set");
+            None
+        }
+    }
+}
+
+#[test]
+fn render_from_oci_with_inferred_checksums_and_offline_cache() {
+    let Some(registry) = registry() else { return };
+    let hoist = Hoist::new();
+    let module = flight("echo");
+    let repo = format!("oci://{registry}/render-e2e/echo-{}", std::process::id());
+    let wrong = "0".repeat(64);
+    let pushed = hoist.run(
+        &[
+            "push",
+            module.to_str().unwrap(),
+            &format!("{repo}:v1.0.0"),
+            "--tag",
+            &format!("sha256_{wrong}"),
+        ],
+        b"",
+    );
+    assert!(pushed.status.success(), "push: {}", stderr(&pushed));
+
+    // By semver tag, and by the sha256_ tag stow adds (checksum inferred and matching).
+    let stages = json_ok(&hoist.run(&["render", &format!("{repo}:v1.0.0"), "-o", "json"], b""));
+    assert_eq!(stages[0][0]["kind"], "ConfigMap");
+    let digest = hoist_provenance_sha256(&std::fs::read(&module).unwrap());
+    json_ok(&hoist.run(
+        &["render", &format!("{repo}:sha256_{digest}"), "-o", "json"],
+        b"",
+    ));
+
+    // A sha256_ tag that lies about the content is refused before anything runs.
+    fails_with(
+        &hoist.run(&["render", &format!("{repo}:sha256_{wrong}")], b""),
+        &["checksum mismatch", &wrong, &digest],
+    );
+
+    // --offline answers from the download cache.
+    json_ok(&hoist.run(
+        &[
+            "render",
+            &format!("{repo}:v1.0.0"),
+            "--offline",
+            "-o",
+            "json",
+        ],
+        b"",
+    ));
+    fails_with(
+        &hoist.run(
+            &["render", &format!("{repo}:never-pulled"), "--offline"],
+            b"",
+        ),
+        &["never-pulled"],
+    );
+}

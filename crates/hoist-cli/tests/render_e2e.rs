@@ -532,3 +532,75 @@ fn unchanged_local_modules_are_not_reread_but_checks_still_apply() {
     );
     assert!(stages.as_array().unwrap().len() >= 3, "{stages}");
 }
+
+#[test]
+fn tiered_compilation_upgrades_to_optimised_code_in_the_background() {
+    let hoist = Hoist::new();
+    let echo = flight("echo");
+    let render = || {
+        let mut cmd = hoist.cmd();
+        cmd.env("HOIST_BACKGROUND_COMPILE", "1").args([
+            "render",
+            echo.to_str().unwrap(),
+            "-o",
+            "json",
+            "-v",
+        ]);
+        common::run_with_stdin(&mut cmd, b"")
+    };
+    let first = render();
+    json_ok(&first);
+    let err = stderr(&first);
+    assert!(
+        err.contains("compiler=winch") && err.contains("cache=miss"),
+        "{err}"
+    );
+    assert!(err.contains("in the background"), "{err}");
+
+    // The background compile stores Cranelift code; wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let listing = hoist
+            .cmd()
+            .args(["cache", "ls", "-o", "json"])
+            .output()
+            .unwrap();
+        let entries = json_ok(&listing);
+        if entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["compiler"] == "cranelift")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no optimised code after 180 s: {entries}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let next = render();
+    json_ok(&next);
+    let err = stderr(&next);
+    assert!(
+        err.contains("compiler=cranelift") && err.contains("cache=hit"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("in the background"),
+        "no second upgrade: {err}"
+    );
+
+    // An explicit compiler disables tiering.
+    let mut cmd = hoist.cmd();
+    cmd.env("HOIST_COMPILER", "winch")
+        .args(["render", echo.to_str().unwrap(), "-o", "json", "-v"]);
+    let fixed = common::run_with_stdin(&mut cmd, b"");
+    json_ok(&fixed);
+    assert!(
+        stderr(&fixed).contains("compiler=winch"),
+        "{}",
+        stderr(&fixed)
+    );
+}

@@ -2,7 +2,7 @@
 
 use crate::engine::{FlightEngine, LoadedModule};
 use crate::host::{ClusterAccess, HostError, LookupRequest};
-use crate::streams::{CappedStdout, StdoutCapExceeded, TeeStderr};
+use crate::streams::{CappedStdout, GuestOutput, StdoutCapExceeded, TeeStderr};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,8 +260,8 @@ pub fn run_flight(
         .env("YOKE_VERSION", crate::YOKE_ABI_VERSION)
         .env("HOIST_VERSION", crate::HOIST_VERSION)
         .stdin(MemoryInputPipe::new(spec.stdin))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
+        .stdout(GuestOutput(stdout.clone()))
+        .stderr(GuestOutput(stderr.clone()))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

@@ -51,58 +51,10 @@ impl CappedStdout {
     }
 }
 
-impl OutputStream for CappedStdout {
-    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
-        self.push(&bytes)
-            .map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
-    }
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        // Always accept a write so that an overflow traps with a clear error instead of the
-        // guest seeing a closed stream and possibly looping on it.
-        Ok(64 * 1024)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for CappedStdout {
-    async fn ready(&mut self) {}
-}
-
-impl AsyncWrite for CappedStdout {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(
-            self.push(buf)
-                .map(|()| buf.len())
-                .map_err(std::io::Error::other),
-        )
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl IsTerminal for CappedStdout {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for CappedStdout {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+impl GuestSink for CappedStdout {
+    type Error = StdoutCapExceeded;
+    fn accept(&self, bytes: &[u8]) -> Result<(), StdoutCapExceeded> {
+        self.push(bytes)
     }
 }
 
@@ -151,32 +103,60 @@ impl TeeStderr {
     }
 }
 
-impl OutputStream for TeeStderr {
-    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
-        self.push(&bytes);
+impl GuestSink for TeeStderr {
+    type Error = std::convert::Infallible;
+    fn accept(&self, bytes: &[u8]) -> Result<(), std::convert::Infallible> {
+        self.push(bytes);
         Ok(())
+    }
+}
+
+/// Where a guest's output bytes go. One implementation of wasmtime-wasi's stream traits
+/// ([`GuestOutput`]) serves every sink.
+pub(crate) trait GuestSink: Clone + Send + Sync + 'static {
+    /// Why a write is refused; it traps the guest.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Takes `bytes`, or refuses them.
+    fn accept(&self, bytes: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// A [`GuestSink`] as a WASI output stream (stdout or stderr of a flight).
+#[derive(Clone)]
+pub(crate) struct GuestOutput<S>(pub S);
+
+impl<S: GuestSink> OutputStream for GuestOutput<S> {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.0
+            .accept(&bytes)
+            .map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
     }
     fn flush(&mut self) -> Result<(), StreamError> {
         Ok(())
     }
     fn check_write(&mut self) -> Result<usize, StreamError> {
+        // Always accept a write so that an overflow traps with a clear error instead of the
+        // guest seeing a closed stream and possibly looping on it.
         Ok(64 * 1024)
     }
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for TeeStderr {
+impl<S: GuestSink> Pollable for GuestOutput<S> {
     async fn ready(&mut self) {}
 }
 
-impl AsyncWrite for TeeStderr {
+impl<S: GuestSink + Unpin> AsyncWrite for GuestOutput<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.push(buf);
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(
+            self.0
+                .accept(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -186,13 +166,13 @@ impl AsyncWrite for TeeStderr {
     }
 }
 
-impl IsTerminal for TeeStderr {
+impl<S: GuestSink> IsTerminal for GuestOutput<S> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for TeeStderr {
+impl<S: GuestSink + Unpin> StdoutStream for GuestOutput<S> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }

@@ -25,6 +25,16 @@ pub enum CacheCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
+    /// Compile a module's optimised (Cranelift) code into the cache; started in the
+    /// background by renders that ran on baseline (Winch) code.
+    #[command(hide = true)]
+    Upgrade {
+        /// The module's expected SHA-256.
+        #[arg(long)]
+        sha256: String,
+        /// The module file.
+        module: PathBuf,
+    },
     /// Remove compiled modules from the cache.
     Clean {
         /// Only remove entries this hoist cannot use (other versions, compilers or CPUs).
@@ -96,6 +106,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        CacheCommand::Upgrade { sha256, module } => upgrade(&dir, &sha256, &module)?,
         CacheCommand::Clean { stale } => {
             let (count, bytes) = cache.clean(stale)?;
             eprintln!(
@@ -106,4 +117,33 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `hoist cache upgrade`: compile `module` with Cranelift into the cache at `dir`, then remove
+/// the pending copy and the lock that `render` left.
+fn upgrade(dir: &std::path::Path, sha256: &str, module: &std::path::Path) -> anyhow::Result<()> {
+    let pending = dir.join("pending");
+    let result = (|| -> anyhow::Result<()> {
+        let expected = hoist_provenance::checksum::Sha256Digest::from_hex(sha256)?;
+        let wasm =
+            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        let actual = hoist_provenance::checksum::Sha256Digest::of(&wasm);
+        anyhow::ensure!(
+            actual == expected,
+            "{} changed since the render (sha256 {actual})",
+            module.display()
+        );
+        let engine = FlightEngine::new(Compiler::Cranelift, Some(ModuleCache::new(dir)))?;
+        let loaded = engine.load(&wasm, &expected.to_hex(), &module.display().to_string())?;
+        eprintln!(
+            "optimised code for {expected}: {} in {:?}",
+            loaded.cache_status, loaded.load_time
+        );
+        Ok(())
+    })();
+    if module.starts_with(&pending) {
+        let _ = std::fs::remove_file(module);
+    }
+    let _ = std::fs::remove_file(pending.join(format!("{sha256}.lock")));
+    result
 }

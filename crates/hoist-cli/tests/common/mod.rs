@@ -68,7 +68,9 @@ impl Hoist {
         cmd.env("HOIST_CACHE_DIR", self.cache.path())
             .env("KUBECONFIG", self.cache.path().join("no-kubeconfig"))
             .env_remove("HOIST_LOG")
-            .env_remove("HOIST_COMPILER");
+            .env_remove("HOIST_COMPILER")
+            // No background compiles unless a test asks: they would compete for the CPU.
+            .env("HOIST_BACKGROUND_COMPILE", "0");
         cmd
     }
 
