@@ -258,8 +258,11 @@ fn memo_hit<'e>(
 /// else Winch code (compiles ~3.5x faster) now, and a background `hoist cache upgrade`
 /// compiles Cranelift code (runs ~30% faster) for the next run.
 struct Engines {
-    /// The engine that compiles on a miss.
-    baseline: FlightEngine,
+    /// The compiler that compiles on a miss, its engine created on first use (a warm tiered
+    /// run never needs it).
+    baseline_compiler: Compiler,
+    baseline_cache: Option<ModuleCache>,
+    baseline: std::sync::OnceLock<FlightEngine>,
     /// Cranelift, looked up first, when tiered and caching.
     optimised: Option<FlightEngine>,
 }
@@ -282,22 +285,28 @@ fn engines_for(flight: &FlightArgs) -> anyhow::Result<Engines> {
         }
         _ => None,
     };
-    Ok(match fixed {
-        Some(compiler) => Engines {
-            baseline: FlightEngine::new(compiler, cache)?,
-            optimised: None,
-        },
-        None => Engines {
-            optimised: match &cache {
-                Some(cache) => Some(FlightEngine::new(Compiler::Cranelift, Some(cache.clone()))?),
-                None => None,
-            },
-            baseline: FlightEngine::new(Compiler::Winch, cache)?,
-        },
+    let optimised = match (&fixed, &cache) {
+        (None, Some(cache)) => Some(FlightEngine::new(Compiler::Cranelift, Some(cache.clone()))?),
+        _ => None,
+    };
+    Ok(Engines {
+        baseline_compiler: fixed.unwrap_or(Compiler::Winch),
+        baseline_cache: cache,
+        baseline: std::sync::OnceLock::new(),
+        optimised,
     })
 }
 
 impl Engines {
+    /// The baseline engine, created on first use.
+    fn baseline(&self) -> anyhow::Result<&FlightEngine> {
+        if let Some(engine) = self.baseline.get() {
+            return Ok(engine);
+        }
+        let engine = FlightEngine::new(self.baseline_compiler, self.baseline_cache.clone())?;
+        Ok(self.baseline.get_or_init(|| engine))
+    }
+
     /// Cached code for `sha256`, optimised first.
     fn cached(
         &self,
@@ -309,9 +318,8 @@ impl Engines {
         {
             return Some((optimised, loaded));
         }
-        self.baseline
-            .load_cached(&hex)
-            .map(|loaded| (&self.baseline, loaded))
+        let baseline = self.baseline().ok()?;
+        baseline.load_cached(&hex).map(|loaded| (baseline, loaded))
     }
 
     /// When tiered and the module ran on baseline code, starts a background compile of the
@@ -490,11 +498,10 @@ fn run(
             let (engine, loaded) = match engines.cached(&fetched.sha256) {
                 Some(hit) => hit,
                 None => {
+                    let baseline = engines.baseline()?;
                     let loaded =
-                        engines
-                            .baseline
-                            .load(&fetched.wasm, &fetched.sha256.to_hex(), location)?;
-                    (&engines.baseline, loaded)
+                        baseline.load(&fetched.wasm, &fetched.sha256.to_hex(), location)?;
+                    (baseline, loaded)
                 }
             };
             if let Some(memo) = &memo {
