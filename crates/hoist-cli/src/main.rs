@@ -69,15 +69,33 @@ enum Command {
 
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // hoist's own crates at the chosen level; dependencies (kube's client logs every failed
+    // request as ERROR) only with -vv, so a failure prints one line of ours, not dozens.
+    let ours = |level: &str| {
+        [
+            "hoist",
+            "hoist_cli",
+            "hoist_oci",
+            "hoist_provenance",
+            "hoist_release",
+            "hoist_resources",
+            "hoist_runtime",
+            "hoist_source",
+        ]
+        .iter()
+        .map(|target| format!("{target}={level}"))
+        .collect::<Vec<_>>()
+        .join(",")
+    };
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        0 => format!("off,{}", ours("warn")),
+        1 => format!("off,{}", ours("info")),
+        _ => "debug".to_string(),
     };
     let filter = std::env::var("HOIST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+        .unwrap_or_else(|| EnvFilter::new(&default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -157,7 +157,7 @@ pub enum Error {
         message: String,
     },
     /// Several objects of one step failed; the first line summarises, one line per object follows.
-    #[error("{summary}:\n{}", .errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{summary}:\n{}", many_lines(.errors))]
     Many {
         /// What step failed.
         summary: String,
@@ -198,11 +198,39 @@ pub enum Error {
 }
 
 fn list_or_none(items: &[String]) -> String {
+    const SHOWN: usize = 20;
     if items.is_empty() {
         "none".to_string()
+    } else if items.len() > SHOWN {
+        format!(
+            "{}, ... and {} more",
+            items[..SHOWN].join(", "),
+            items.len() - SHOWN
+        )
     } else {
         items.join(", ")
     }
+}
+
+/// One line per distinct message, with a count when several objects failed the same way
+/// (an unreachable server fails every object identically).
+fn many_lines(errors: &[Error]) -> String {
+    let mut distinct: Vec<(String, usize)> = Vec::new();
+    for error in errors {
+        let text = error.to_string();
+        match distinct.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, count)) => *count += 1,
+            None => distinct.push((text, 1)),
+        }
+    }
+    distinct
+        .iter()
+        .map(|(text, count)| match count {
+            1 => format!("  - {text}"),
+            n => format!("  - ({n} objects) {text}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Result with [`Error`].
