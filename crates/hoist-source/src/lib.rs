@@ -334,6 +334,12 @@ impl DigestMemo {
         let Some(entry) = self.entry_for(location) else {
             return;
         };
+        // A file changed within the last moments could change again within the same
+        // timestamp tick (coarse on some filesystems) without its identity changing: only
+        // remember files that have been still for a while ("racy git").
+        if local_path(location).is_none_or(|path| recently_changed(&path)) {
+            return;
+        }
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -383,6 +389,31 @@ fn local_path(location: &str) -> Option<PathBuf> {
         Some(PathBuf::from(location))
     }
 }
+
+/// Changed (content or metadata) less than [`RACY_WINDOW`] ago, or unknown.
+fn recently_changed(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return true;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(i64::MAX);
+        now - meta.mtime().max(meta.ctime()) < RACY_WINDOW.as_secs() as i64
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        true
+    }
+}
+
+/// How long a file must have been unchanged before its digest is remembered: more than the
+/// coarsest timestamp granularity of common filesystems (FAT: 2 s).
+const RACY_WINDOW: Duration = Duration::from_secs(3);
 
 #[cfg(unix)]
 fn file_identity(path: &Path) -> Option<String> {
@@ -434,6 +465,10 @@ mod tests {
         let location = path.to_str().unwrap();
         assert_eq!(memo.lookup(location), None);
         let digest = Sha256Digest::of(MODULE);
+        // Just written: too recent to remember.
+        memo.record(location, &digest);
+        assert_eq!(memo.lookup(location), None);
+        std::thread::sleep(RACY_WINDOW + std::time::Duration::from_millis(1100));
         memo.record(location, &digest);
         assert_eq!(memo.lookup(location), Some(digest));
         assert_eq!(memo.lookup(&format!("file://{location}")), Some(digest));
