@@ -21,25 +21,14 @@ impl KubeTarget {
     }
 
     fn context_namespace(&self) -> Option<String> {
-        let config = match &self.kubeconfig {
-            Some(path) => kube::config::Kubeconfig::read_from(path),
-            None => kube::config::Kubeconfig::read(),
-        };
-        let config = match config {
-            Ok(config) => config,
+        match hoist_release::context_namespace(self.kubeconfig.as_deref(), self.context.as_deref())
+        {
+            Ok(namespace) => namespace,
             Err(e) => {
                 tracing::debug!("no usable kubeconfig ({e}); namespace defaults to `default`");
-                return None;
+                None
             }
-        };
-        let name = self.context.clone().or(config.current_context.clone())?;
-        config
-            .contexts
-            .iter()
-            .find(|c| c.name == name)
-            .and_then(|c| c.context.as_ref())
-            .and_then(|c| c.namespace.clone())
-            .filter(|ns| !ns.is_empty())
+        }
     }
 }
 

@@ -83,7 +83,23 @@ pub fn kube_settings(kubeconfig: Option<&Path>, context: Option<&str>) -> Result
     settings_of(&path, &config, context)
 }
 
-fn settings_of(path: &Path, config: &Kubeconfig, context: Option<&str>) -> Result<KubeSettings> {
+/// The namespace of the selected context (`None` when the context sets none), without any
+/// network access and without requiring the context's cluster to be complete.
+pub fn context_namespace(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Option<String>> {
+    let (path, config) = read_kubeconfig(kubeconfig)?;
+    let (_, ctx) = select_context(&path, &config, context)?;
+    Ok(ctx.namespace.filter(|n| !n.is_empty()))
+}
+
+/// The context named `context`, else the current one.
+fn select_context(
+    path: &Path,
+    config: &Kubeconfig,
+    context: Option<&str>,
+) -> Result<(String, kube::config::Context)> {
     let bad = |message: String| Error::Kubeconfig {
         path: path.to_path_buf(),
         message,
@@ -112,6 +128,15 @@ fn settings_of(path: &Path, config: &Kubeconfig, context: Option<&str>) -> Resul
                 }
             ))
         })?;
+    Ok((name, ctx))
+}
+
+fn settings_of(path: &Path, config: &Kubeconfig, context: Option<&str>) -> Result<KubeSettings> {
+    let bad = |message: String| Error::Kubeconfig {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (name, ctx) = select_context(path, config, context)?;
     let server = config
         .clusters
         .iter()

@@ -30,7 +30,7 @@ pub mod state;
 #[cfg(feature = "cluster-access")]
 pub use access::{ReleaseClusterAccess, rest_mapping_json};
 pub use cluster::{Resolved, split_api_version};
-pub use connect::{Connection, KubeSettings, connect, kube_settings};
+pub use connect::{Connection, KubeSettings, connect, context_namespace, kube_settings};
 pub use engine::{
     DEFAULT_CONCURRENCY, DEFAULT_HISTORY_CAP, DEFAULT_POLL, DEFAULT_STAGE_WAIT, DescentOptions,
     MaydayOutcome, Progress, PruneOptions, PruneOutcome, ReleaseSummary, TakeoffOptions,
