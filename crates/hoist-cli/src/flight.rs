@@ -121,6 +121,15 @@ impl FlightArgs {
         Ok((!parsed.is_zero()).then_some(parsed))
     }
 
+    /// `--checksum`, parsed.
+    fn explicit_checksum(&self) -> anyhow::Result<Option<Sha256Digest>> {
+        Ok(self
+            .checksum
+            .as_deref()
+            .map(Sha256Digest::from_hex)
+            .transpose()?)
+    }
+
     /// The default release name for this module: its file stem.
     pub fn default_release_name(&self) -> String {
         let Some(module) = &self.module else {
@@ -165,11 +174,7 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
 }
 
 fn fetch_module(flight: &FlightArgs, location: &str) -> anyhow::Result<FetchedModule> {
-    let checksum = flight
-        .checksum
-        .as_deref()
-        .map(Sha256Digest::from_hex)
-        .transpose()?;
+    let checksum = flight.explicit_checksum()?;
     check_allowed(flight, location)?;
     let oci = crate::oci_source::OciSource {
         insecure: flight.insecure,
@@ -241,11 +246,7 @@ fn memo_hit<'e>(
         return Ok(None);
     };
     check_allowed(flight, location)?;
-    let explicit = flight
-        .checksum
-        .as_deref()
-        .map(Sha256Digest::from_hex)
-        .transpose()?;
+    let explicit = flight.explicit_checksum()?;
     hoist_provenance::checksum::verify_digest(digest, location, explicit.as_ref())?;
     tracing::info!(module = location, sha256 = %digest, "module unchanged since last run (digest memo)");
     Ok(Some((engine, loaded, digest)))
@@ -557,10 +558,7 @@ fn run(
         url,
         sha256: sha256.to_hex(),
         sha1: match (digests, &wasm) {
-            (Digests::Sha256AndSha1, Some(wasm)) => {
-                use sha1::Digest;
-                hex::encode(sha1::Sha1::digest(wasm))
-            }
+            (Digests::Sha256AndSha1, Some(wasm)) => hoist_release::state::sha1_hex(wasm),
             _ => String::new(),
         },
     };

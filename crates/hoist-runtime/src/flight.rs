@@ -305,30 +305,25 @@ pub fn run_flight(
     let stdout_bytes = stdout.take();
 
     let classify = |error: wasmtime::Error| -> FlightError {
-        if error.downcast_ref::<StdoutCapExceeded>().is_some() {
+        let limit = if error.downcast_ref::<StdoutCapExceeded>().is_some() {
+            Some(Limit::Stdout {
+                max_bytes: spec.max_stdout_bytes,
+            })
+        } else if error.downcast_ref::<MemoryLimitHit>().is_some() {
+            Some(Limit::Memory {
+                max_bytes: spec.max_memory_bytes,
+            })
+        } else if error.downcast_ref::<TimeoutHit>().is_some() {
+            Some(Limit::Timeout {
+                after: spec.timeout.unwrap_or_default(),
+            })
+        } else {
+            None
+        };
+        if let Some(limit) = limit {
             return FlightError::LimitExceeded {
                 what: what.clone(),
-                limit: Limit::Stdout {
-                    max_bytes: spec.max_stdout_bytes,
-                },
-                stderr_tail: stderr_tail.clone(),
-            };
-        }
-        if error.downcast_ref::<MemoryLimitHit>().is_some() {
-            return FlightError::LimitExceeded {
-                what: what.clone(),
-                limit: Limit::Memory {
-                    max_bytes: spec.max_memory_bytes,
-                },
-                stderr_tail: stderr_tail.clone(),
-            };
-        }
-        if error.downcast_ref::<TimeoutHit>().is_some() {
-            return FlightError::LimitExceeded {
-                what: what.clone(),
-                limit: Limit::Timeout {
-                    after: spec.timeout.unwrap_or_default(),
-                },
+                limit,
                 stderr_tail: stderr_tail.clone(),
             };
         }
