@@ -12,19 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn plane() -> Option<(PathBuf, PathBuf)> {
-    let kubeconfig = std::env::var_os("HOIST_TEST_KUBECONFIG").filter(|v| !v.is_empty());
-    let dir = std::env::var_os("HOIST_CONTROL_PLANE_DIR").filter(|v| !v.is_empty());
-    match (kubeconfig, dir) {
-        (Some(k), Some(d)) => Some((PathBuf::from(k), PathBuf::from(d))),
-        _ => {
-            let msg = "HOIST_TEST_KUBECONFIG and HOIST_CONTROL_PLANE_DIR must be set (scripts/test sets both)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{msg}");
-            }
-            eprintln!("skipping: {msg}");
-            None
-        }
-    }
+    let how = "scripts/test sets it (scripts/control-plane start)";
+    let kubeconfig = common::required_env("HOIST_TEST_KUBECONFIG", how)?;
+    let dir = common::required_env("HOIST_CONTROL_PLANE_DIR", how)?;
+    Some((kubeconfig, dir))
 }
 
 fn control_plane(dir: &PathBuf, verb: &str) {

@@ -47,18 +47,10 @@ impl ModuleServer {
 }
 
 fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("HOIST_TEST_KUBECONFIG") {
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "HOIST_TEST_KUBECONFIG is not set: run scripts/control-plane start (scripts/test does)"
-                );
-            }
-            eprintln!("skipping: HOIST_TEST_KUBECONFIG is not set");
-            None
-        }
-    }
+    common::required_env(
+        "HOIST_TEST_KUBECONFIG",
+        "run scripts/control-plane start (scripts/test does)",
+    )
 }
 
 #[test]
@@ -201,18 +193,11 @@ fn verify_refuses_unsigned_and_accepts_signed_modules_even_when_allow_listed() {
 }
 
 fn registry() -> Option<String> {
-    match std::env::var("HOIST_TEST_REGISTRY") {
-        Ok(r) if !r.is_empty() => Some(r),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "HOIST_TEST_REGISTRY is not set: run scripts/registry start (scripts/test does)"
-                );
-            }
-            eprintln!("skipping: HOIST_TEST_REGISTRY is not set");
-            None
-        }
-    }
+    common::required_env(
+        "HOIST_TEST_REGISTRY",
+        "run scripts/registry start (scripts/test does)",
+    )
+    .map(|r| r.display().to_string())
 }
 
 #[test]

@@ -4,24 +4,18 @@
 //! `HOIST_TEST_RESTRICTED_KUBECONFIG` for RBAC). Without them the tests skip locally and
 //! fail in CI (`CI=true`).
 
+mod common;
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "{var} is not set: run scripts/control-plane start and export {var} (see scripts/control-plane env)"
-                );
-            }
-            eprintln!("skipping: {var} is not set (run scripts/control-plane start and export it)");
-            None
-        }
-    }
+    common::required_env(
+        var,
+        "run scripts/control-plane start and export it (see scripts/control-plane env)",
+    )
 }
 
 struct Cluster {

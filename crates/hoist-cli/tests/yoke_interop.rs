@@ -7,6 +7,8 @@
 //! yoke`). Without them: skip locally; in CI fail, unless `HOIST_YOKE_UNAVAILABLE` states why
 //! yoke cannot exist on this machine (then skip with that reason).
 
+mod common;
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,14 +22,8 @@ struct Env {
 
 fn env() -> Option<Env> {
     let ci = std::env::var("CI").as_deref() == Ok("true");
-    let kubeconfig = match std::env::var_os("HOIST_TEST_KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(v) => PathBuf::from(v),
-        None if ci => panic!("HOIST_TEST_KUBECONFIG is not set: run scripts/control-plane start"),
-        None => {
-            eprintln!("skipping: HOIST_TEST_KUBECONFIG is not set");
-            return None;
-        }
-    };
+    let kubeconfig =
+        common::required_env("HOIST_TEST_KUBECONFIG", "run scripts/control-plane start")?;
     let yoke = match std::env::var_os("HOIST_YOKE").filter(|v| !v.is_empty()) {
         Some(v) => PathBuf::from(v),
         None => {

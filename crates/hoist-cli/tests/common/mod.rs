@@ -11,6 +11,21 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The path in environment variable `var`, set by `scripts/test` for a real component
+/// (control plane, registry). Missing: a failure under `CI=true`, else a printed skip.
+pub fn required_env(var: &str, how: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(value) => Some(PathBuf::from(value)),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set: {how}")
+        }
+        None => {
+            eprintln!("skipping: {var} is not set ({how})");
+            None
+        }
+    }
+}
+
 /// The Go test flights the end-to-end tests use.
 pub const TEST_FLIGHTS: &[&str] = &[
     "echo",
