@@ -65,6 +65,12 @@ enum Command {
     /// Remove a release's lock left behind by an interrupted takeoff.
     #[command(visible_alias = "unlock")]
     Unlatch(cmd::release::UnlatchArgs),
+    /// Run KRM functions on packages as kpt does (eval, render, source, sink, push, pull).
+    Fn(cmd::krm::FnArgs),
+    /// Evaluate Kubewarden admission policies (run, bench, annotate, inspect).
+    Policy(cmd::policy::PolicyArgs),
+    /// Run the in-cluster controller (Yoke's ATC: Airways and Flights), or print its manifests.
+    Atc(cmd::atc::AtcArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -81,6 +87,11 @@ fn init_logging(verbose: u8) {
             "hoist_resources",
             "hoist_runtime",
             "hoist_source",
+            "hoist_modules",
+            "hoist_gojs",
+            "hoist_krm",
+            "hoist_policy",
+            "hoist_atc",
         ]
         .iter()
         .map(|target| format!("{target}={level}"))
@@ -118,22 +129,28 @@ fn main() -> ExitCode {
         kubeconfig: cli.kubeconfig,
         context: cli.kube_context,
     };
+    // Commands with their own exit codes (kpt's and kwctl's) return them; the rest succeed
+    // or fail.
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Render(args) => cmd::render::run(args, &kube),
-        Command::Cache(args) => cmd::cache::run(args),
-        Command::Sign(args) => cmd::sign::run_sign(args),
-        Command::Verify(args) => cmd::sign::run_verify(args),
-        Command::Push(args) => cmd::oci::run_push(args),
-        Command::Pull(args) => cmd::oci::run_pull(args),
-        Command::Takeoff(args) => cmd::release::run_takeoff(args, &kube),
-        Command::Descent(args) => cmd::release::run_descent(args, &kube),
-        Command::Mayday(args) => cmd::release::run_mayday(args, &kube),
-        Command::Blackbox(args) => cmd::release::run_blackbox(args, &kube),
-        Command::Turbulence(args) => cmd::release::run_turbulence(args, &kube),
-        Command::Unlatch(args) => cmd::release::run_unlatch(args, &kube),
+        Command::Render(args) => ok(cmd::render::run(args, &kube)),
+        Command::Cache(args) => ok(cmd::cache::run(args)),
+        Command::Sign(args) => ok(cmd::sign::run_sign(args)),
+        Command::Verify(args) => ok(cmd::sign::run_verify(args)),
+        Command::Push(args) => ok(cmd::oci::run_push(args)),
+        Command::Pull(args) => ok(cmd::oci::run_pull(args)),
+        Command::Takeoff(args) => ok(cmd::release::run_takeoff(args, &kube)),
+        Command::Descent(args) => ok(cmd::release::run_descent(args, &kube)),
+        Command::Mayday(args) => ok(cmd::release::run_mayday(args, &kube)),
+        Command::Blackbox(args) => ok(cmd::release::run_blackbox(args, &kube)),
+        Command::Turbulence(args) => ok(cmd::release::run_turbulence(args, &kube)),
+        Command::Unlatch(args) => ok(cmd::release::run_unlatch(args, &kube)),
+        Command::Fn(args) => cmd::krm::run(args, &kube),
+        Command::Policy(args) => cmd::policy::run(args, &kube),
+        Command::Atc(args) => cmd::atc::run(args, &kube),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("hoist: error: {error:#}");
             ExitCode::FAILURE
