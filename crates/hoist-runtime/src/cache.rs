@@ -292,7 +292,9 @@ impl ModuleCache {
 }
 
 /// `$HOIST_CACHE_DIR`, else `<XDG cache dir>/hoist`.
-pub(crate) fn hoist_cache_root() -> Option<PathBuf> {
+/// hoist's cache root, shared by every cache (compiled modules, OCI downloads, digests):
+/// `$HOIST_CACHE_DIR`, else `<user cache dir>/hoist`.
+pub fn hoist_cache_root() -> Option<PathBuf> {
     match std::env::var_os("HOIST_CACHE_DIR") {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         _ => dirs::cache_dir().map(|d| d.join("hoist")),

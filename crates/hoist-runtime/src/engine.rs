@@ -155,6 +155,17 @@ impl FlightEngine {
         })
     }
 
+    /// Another handle on the same engine and cache (wasmtime engines are shared, so code
+    /// compiled through either is usable by both); for background compiles on other threads.
+    pub fn clone_handle(&self) -> FlightEngine {
+        FlightEngine {
+            engine: self.engine.clone(),
+            compiler: self.compiler,
+            cache: self.cache.clone(),
+            recovered: AtomicBool::new(false),
+        }
+    }
+
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine

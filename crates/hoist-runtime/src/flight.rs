@@ -1,14 +1,15 @@
 //! Running one flight with Yoke's ABI, under limits.
 
 use crate::engine::{FlightEngine, LoadedModule};
+use crate::guest::{
+    CappedStdout, GuestOutput, MemoryLimitHit, MemoryLimiter, StdoutCapExceeded, TeeStderr,
+    TimeoutHit, add_bounded_poll_oneoff, arm_deadline_at,
+};
 use crate::host::{ClusterAccess, HostError, LookupRequest};
-use crate::streams::{CappedStdout, GuestOutput, StdoutCapExceeded, TeeStderr};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
-use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Caller, Extern, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -177,52 +178,6 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("memory limit exceeded")]
-struct MemoryLimitHit;
-
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("time limit exceeded")]
-struct TimeoutHit;
-
-struct MemoryLimiter {
-    max_bytes: usize,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            return Err(wasmtime::Error::new(MemoryLimitHit));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables cost a pointer per element; a million elements is far beyond any flight.
-        Ok(desired <= 1 << 20)
-    }
-
-    fn instances(&self) -> usize {
-        1
-    }
-    fn tables(&self) -> usize {
-        4
-    }
-    fn memories(&self) -> usize {
-        1
-    }
-}
-
 struct FlightState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
@@ -274,29 +229,13 @@ pub fn run_flight(
         engine.engine(),
         FlightState {
             wasi,
-            limiter: MemoryLimiter { max_bytes },
+            limiter: MemoryLimiter::new(max_bytes as u64),
             cluster: spec.cluster,
             deadline,
         },
     );
     store.limiter(|state| &mut state.limiter);
-    let ticker = match deadline {
-        Some(deadline) => {
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(move |_| {
-                if Instant::now() >= deadline {
-                    Err(wasmtime::Error::new(TimeoutHit))
-                } else {
-                    Ok(UpdateDeadline::Continue(1))
-                }
-            });
-            Some(EpochTicker::start(engine.engine().clone()))
-        }
-        None => {
-            store.set_epoch_deadline(u64::MAX);
-            None
-        }
-    };
+    let ticker = arm_deadline_at(&mut store, deadline);
 
     let result = instantiate_and_run(engine, module, &mut store, &what);
     drop(ticker);
@@ -403,7 +342,7 @@ fn flight_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<FlightSta
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut FlightState| &mut state.wasi)?;
     linker.allow_shadowing(true);
-    linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", bounded_poll_oneoff)?;
+    add_bounded_poll_oneoff(&mut linker, |state: &FlightState| state.deadline)?;
     linker.func_wrap("host", "k8s_lookup", k8s_lookup)?;
     linker.func_wrap("host", "k8s_rest_mapping", k8s_rest_mapping)?;
     Ok(linker)
@@ -437,157 +376,6 @@ fn check_imports(module: &wasmtime::Module, what: &str) -> Result<(), FlightErro
         });
     }
     Ok(())
-}
-
-/// Increments the engine's epoch every 10 ms while a flight runs.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: wasmtime::Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::Builder::new()
-            .name("hoist-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Acquire) {
-                    thread::park_timeout(Duration::from_millis(10));
-                    engine.increment_epoch();
-                }
-            })
-            .ok();
-        EpochTicker { stop, thread }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
-    }
-}
-
-// ---- bounded poll_oneoff -------------------------------------------------------------------
-//
-// wasmtime-wasi's poll_oneoff sleeps on the host for as long as the guest asks, where epoch
-// interruption cannot reach it: a flight calling time.Sleep(time.Hour) would hang hoist.
-// This replacement sleeps at most until the flight's deadline and then stops it. stdin and
-// stdout are in-memory and always ready, so fd subscriptions complete at once.
-
-const ERRNO_SUCCESS: i32 = 0;
-const ERRNO_FAULT: i32 = 21;
-const ERRNO_INVAL: i32 = 28;
-const ERRNO_NOTSUP: i32 = 58;
-const SUBSCRIPTION_SIZE: usize = 48;
-const EVENT_SIZE: usize = 32;
-
-fn bounded_poll_oneoff(
-    mut caller: Caller<'_, FlightState>,
-    subs_ptr: i32,
-    events_ptr: i32,
-    nsubs: i32,
-    nevents_ptr: i32,
-) -> wasmtime::Result<i32> {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return Ok(ERRNO_FAULT);
-    };
-    let deadline = caller.data().deadline;
-    let nsubs = nsubs as u32 as usize;
-    if nsubs == 0 {
-        return Ok(ERRNO_INVAL);
-    }
-    let read_at = |data: &[u8], at: usize, len: usize| data.get(at..at + len).map(<[u8]>::to_vec);
-    let subs = {
-        let data = memory.data(&caller);
-        let Some(bytes) = nsubs
-            .checked_mul(SUBSCRIPTION_SIZE)
-            .and_then(|len| read_at(data, subs_ptr as u32 as usize, len))
-        else {
-            return Ok(ERRNO_FAULT);
-        };
-        bytes
-    };
-
-    let now_mono = Instant::now();
-    let now_wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    // (userdata, type, fd-ready or clock wait)
-    let mut waits = Vec::with_capacity(nsubs);
-    let mut any_fd = false;
-    for sub in subs.chunks_exact(SUBSCRIPTION_SIZE) {
-        let userdata = u64::from_le_bytes(sub[0..8].try_into().unwrap_or_default());
-        let tag = sub[8];
-        match tag {
-            0 => {
-                let clock_id = u32::from_le_bytes(sub[16..20].try_into().unwrap_or_default());
-                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
-                let flags = u16::from_le_bytes(sub[40..42].try_into().unwrap_or_default());
-                let absolute = flags & 1 == 1;
-                let wait = match (clock_id, absolute) {
-                    (_, false) => Duration::from_nanos(timeout),
-                    // realtime
-                    (0, true) => Duration::from_nanos(timeout).saturating_sub(now_wall),
-                    // monotonic: wasmtime-wasi's monotonic clock starts at context creation;
-                    // treat an absolute monotonic time as relative to now (Go never does this).
-                    (1, true) => Duration::from_nanos(timeout),
-                    _ => return Ok(ERRNO_NOTSUP),
-                };
-                waits.push((userdata, 0u8, Some(wait)));
-            }
-            1 | 2 => {
-                any_fd = true;
-                waits.push((userdata, tag, None));
-            }
-            _ => return Ok(ERRNO_INVAL),
-        }
-    }
-
-    let shortest = waits.iter().filter_map(|w| w.2).min();
-    if !any_fd && let Some(wait) = shortest {
-        let wake = now_mono + wait;
-        match deadline {
-            Some(deadline) if wake > deadline => {
-                thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Err(wasmtime::Error::new(TimeoutHit));
-            }
-            _ => thread::sleep(wake.saturating_duration_since(Instant::now())),
-        }
-    }
-
-    let elapsed = now_mono.elapsed();
-    let mut events = Vec::new();
-    for (userdata, tag, wait) in &waits {
-        let ready = match wait {
-            None => true,
-            Some(wait) => *wait <= elapsed,
-        };
-        if !ready {
-            continue;
-        }
-        let mut event = [0u8; EVENT_SIZE];
-        event[0..8].copy_from_slice(&userdata.to_le_bytes());
-        event[10] = *tag;
-        events.extend_from_slice(&event);
-    }
-    let count = (events.len() / EVENT_SIZE) as u32;
-    let data = memory.data_mut(&mut caller);
-    let events_at = events_ptr as u32 as usize;
-    let nevents_at = nevents_ptr as u32 as usize;
-    if nevents_at + 4 > data.len() {
-        return Ok(ERRNO_FAULT);
-    }
-    let Some(dst) = data.get_mut(events_at..events_at + events.len()) else {
-        return Ok(ERRNO_FAULT);
-    };
-    dst.copy_from_slice(&events);
-    data[nevents_at..nevents_at + 4].copy_from_slice(&count.to_le_bytes());
-    Ok(ERRNO_SUCCESS)
 }
 
 // ---- the `host` module ---------------------------------------------------------------------

@@ -18,10 +18,11 @@
 mod cache;
 mod engine;
 mod flight;
+pub mod guest;
 pub mod host;
 mod streams;
 
-pub use cache::{CacheEntry, CacheError, ModuleCache};
+pub use cache::{CacheEntry, CacheError, ModuleCache, hoist_cache_root};
 pub use engine::{CacheStatus, Compiler, EngineError, FlightEngine, LoadedModule};
 pub use flight::{FlightError, FlightOutput, FlightSpec, Limit, StderrMode, run_flight};
 

@@ -13,7 +13,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 /// The trap raised when a flight writes more than its stdout cap.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the flight wrote more than {cap} bytes to stdout")]
-pub(crate) struct StdoutCapExceeded {
+pub struct StdoutCapExceeded {
+    /// The cap in bytes.
     pub cap: usize,
 }
 
@@ -24,12 +25,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Collects stdout up to a cap; writing past it traps the guest with [`StdoutCapExceeded`].
 #[derive(Clone)]
-pub(crate) struct CappedStdout {
+pub struct CappedStdout {
     buffer: Arc<Mutex<Vec<u8>>>,
     cap: usize,
 }
 
 impl CappedStdout {
+    /// An empty buffer that accepts at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
         CappedStdout {
             buffer: Arc::new(Mutex::new(Vec::new())),
@@ -37,6 +39,7 @@ impl CappedStdout {
         }
     }
 
+    /// Everything written so far (the buffer is left empty).
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *lock(&self.buffer))
     }
@@ -69,13 +72,14 @@ pub enum StderrMode {
 
 /// Streams the guest's stderr to the user and keeps the last `tail_cap` bytes.
 #[derive(Clone)]
-pub(crate) struct TeeStderr {
+pub struct TeeStderr {
     tail: Arc<Mutex<VecDeque<u8>>>,
     tail_cap: usize,
     mode: StderrMode,
 }
 
 impl TeeStderr {
+    /// Keeps the last `tail_cap` bytes; streams to hoist's stderr in [`StderrMode::Stream`].
     pub fn new(tail_cap: usize, mode: StderrMode) -> Self {
         TeeStderr {
             tail: Arc::new(Mutex::new(VecDeque::with_capacity(tail_cap))),
@@ -84,6 +88,7 @@ impl TeeStderr {
         }
     }
 
+    /// The remembered tail, lossily decoded.
     pub fn tail(&self) -> String {
         let tail = lock(&self.tail);
         let bytes: Vec<u8> = tail.iter().copied().collect();
@@ -113,7 +118,7 @@ impl GuestSink for TeeStderr {
 
 /// Where a guest's output bytes go. One implementation of wasmtime-wasi's stream traits
 /// ([`GuestOutput`]) serves every sink.
-pub(crate) trait GuestSink: Clone + Send + Sync + 'static {
+pub trait GuestSink: Clone + Send + Sync + 'static {
     /// Why a write is refused; it traps the guest.
     type Error: std::error::Error + Send + Sync + 'static;
     /// Takes `bytes`, or refuses them.
@@ -122,7 +127,7 @@ pub(crate) trait GuestSink: Clone + Send + Sync + 'static {
 
 /// A [`GuestSink`] as a WASI output stream (stdout or stderr of a flight).
 #[derive(Clone)]
-pub(crate) struct GuestOutput<S>(pub S);
+pub struct GuestOutput<S>(pub S);
 
 impl<S: GuestSink> OutputStream for GuestOutput<S> {
     fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {

@@ -61,6 +61,16 @@ const HELLO: &str = r#"
     (call $write (i32.const 2) (i32.const 200) (i32.const 12)))
 "#;
 
+/// Asserts that `result` stopped at the limit `which` matches, with a message naming `flag`.
+fn assert_limit(result: Result<FlightOutput, FlightError>, which: fn(&Limit) -> bool, flag: &str) {
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, FlightError::LimitExceeded { limit, .. } if which(limit)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(flag), "{err}");
+}
+
 #[test]
 fn stdout_is_collected_and_stderr_tail_kept_with_both_compilers() {
     let wasm = module(HELLO);
@@ -131,18 +141,11 @@ fn infinite_loops_time_out_on_both_compilers() {
         let mut s = spec(&[]);
         s.timeout = Some(Duration::from_millis(300));
         let started = Instant::now();
-        let err = run_with(&wasm, compiler, s).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FlightError::LimitExceeded {
-                    limit: Limit::Timeout { .. },
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_limit(
+            run_with(&wasm, compiler, s),
+            |l| matches!(l, Limit::Timeout { .. }),
+            "--timeout",
         );
-        assert!(err.to_string().contains("--timeout"), "{err}");
         // Generous bound: only checks that it stopped, not how fast (that is the benchmark's job).
         assert!(started.elapsed() < Duration::from_secs(30));
     }
@@ -243,18 +246,11 @@ fn floods_hit_the_stdout_cap() {
                (call $write (i32.const 1) (i32.const 1024) (i32.const 65536))
                (br $again)))"#,
     );
-    let err = run(&wasm, spec(&[])).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            FlightError::LimitExceeded {
-                limit: Limit::Stdout { .. },
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_limit(
+        run(&wasm, spec(&[])),
+        |l| matches!(l, Limit::Stdout { .. }),
+        "--max-output-mib",
     );
-    assert!(err.to_string().contains("--max-output-mib"), "{err}");
 }
 
 #[test]

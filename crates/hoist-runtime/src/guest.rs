@@ -1,0 +1,278 @@
+//! Building blocks every guest host shares (flights, Go js/wasm functions, policies): memory
+//! and time limits, capped output streams, and a `poll_oneoff` that never sleeps past the
+//! deadline. Limits are decided here once, so every guest kind inherits the same behaviour and
+//! the same error markers ([`MemoryLimitHit`], [`TimeoutHit`], [`StdoutCapExceeded`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, UpdateDeadline};
+
+pub use crate::streams::{
+    CappedStdout, GuestOutput, GuestSink, StderrMode, StdoutCapExceeded, TeeStderr,
+};
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+/// The trap raised when a guest's linear memory would grow past its cap.
+#[error("memory limit exceeded")]
+pub struct MemoryLimitHit;
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+/// The trap raised when a guest runs past its deadline.
+#[error("time limit exceeded")]
+pub struct TimeoutHit;
+
+/// Caps a store's linear memory (including its initial size) and tables; one instance, one
+/// memory. Growing past the cap traps with [`MemoryLimitHit`].
+pub struct MemoryLimiter {
+    max_bytes: usize,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `max_bytes` of linear memory.
+    pub fn new(max_bytes: u64) -> Self {
+        MemoryLimiter {
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            return Err(wasmtime::Error::new(MemoryLimitHit));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables cost a pointer per element; a million elements is far beyond any flight.
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        4
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// Arms a wall-clock deadline `timeout` from now on `store`: the guest traps with
+/// [`TimeoutHit`] once it passes. Keep the returned ticker alive while the guest runs (dropping
+/// it stops the ticking). With `None` the store never times out and no ticker is started.
+pub fn arm_deadline<T: 'static>(
+    store: &mut Store<T>,
+    timeout: Option<Duration>,
+) -> Option<EpochTicker> {
+    arm_deadline_at(store, timeout.map(|t| Instant::now() + t))
+}
+
+/// [`arm_deadline`] with an absolute deadline.
+pub fn arm_deadline_at<T: 'static>(
+    store: &mut Store<T>,
+    deadline: Option<Instant>,
+) -> Option<EpochTicker> {
+    match deadline {
+        Some(deadline) => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::Error::new(TimeoutHit))
+                } else {
+                    Ok(UpdateDeadline::Continue(1))
+                }
+            });
+            Some(EpochTicker::start(store.engine().clone()))
+        }
+        None => {
+            store.set_epoch_deadline(u64::MAX);
+            None
+        }
+    }
+}
+
+/// Increments the engine's epoch every 10 ms while a flight runs.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`'s epoch.
+    pub fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::Builder::new()
+            .name("hoist-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    thread::park_timeout(Duration::from_millis(10));
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Defines `wasi_snapshot_preview1.poll_oneoff` in `linker` (shadowing wasmtime-wasi's) with
+/// one that sleeps at most until the deadline `deadline(state)` returns, then traps with
+/// [`TimeoutHit`].
+pub fn add_bounded_poll_oneoff<T: 'static>(
+    linker: &mut Linker<T>,
+    deadline: fn(&T) -> Option<Instant>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        move |caller: Caller<'_, T>, subs: i32, events: i32, nsubs: i32, nevents: i32| {
+            let until = deadline(caller.data());
+            bounded_poll_oneoff(caller, until, subs, events, nsubs, nevents)
+        },
+    )?;
+    Ok(())
+}
+
+// ---- bounded poll_oneoff -------------------------------------------------------------------
+//
+// wasmtime-wasi's poll_oneoff sleeps on the host for as long as the guest asks, where epoch
+// interruption cannot reach it: a flight calling time.Sleep(time.Hour) would hang hoist.
+// This replacement sleeps at most until the flight's deadline and then stops it. stdin and
+// stdout are in-memory and always ready, so fd subscriptions complete at once.
+
+const ERRNO_SUCCESS: i32 = 0;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOTSUP: i32 = 58;
+const SUBSCRIPTION_SIZE: usize = 48;
+const EVENT_SIZE: usize = 32;
+
+fn bounded_poll_oneoff<T>(
+    mut caller: Caller<'_, T>,
+    deadline: Option<Instant>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    nsubs: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Ok(ERRNO_FAULT);
+    };
+    let nsubs = nsubs as u32 as usize;
+    if nsubs == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let read_at = |data: &[u8], at: usize, len: usize| data.get(at..at + len).map(<[u8]>::to_vec);
+    let subs = {
+        let data = memory.data(&caller);
+        let Some(bytes) = nsubs
+            .checked_mul(SUBSCRIPTION_SIZE)
+            .and_then(|len| read_at(data, subs_ptr as u32 as usize, len))
+        else {
+            return Ok(ERRNO_FAULT);
+        };
+        bytes
+    };
+
+    let now_mono = Instant::now();
+    let now_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // (userdata, type, fd-ready or clock wait)
+    let mut waits = Vec::with_capacity(nsubs);
+    let mut any_fd = false;
+    for sub in subs.chunks_exact(SUBSCRIPTION_SIZE) {
+        let userdata = u64::from_le_bytes(sub[0..8].try_into().unwrap_or_default());
+        let tag = sub[8];
+        match tag {
+            0 => {
+                let clock_id = u32::from_le_bytes(sub[16..20].try_into().unwrap_or_default());
+                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
+                let flags = u16::from_le_bytes(sub[40..42].try_into().unwrap_or_default());
+                let absolute = flags & 1 == 1;
+                let wait = match (clock_id, absolute) {
+                    (_, false) => Duration::from_nanos(timeout),
+                    // realtime
+                    (0, true) => Duration::from_nanos(timeout).saturating_sub(now_wall),
+                    // monotonic: wasmtime-wasi's monotonic clock starts at context creation;
+                    // treat an absolute monotonic time as relative to now (Go never does this).
+                    (1, true) => Duration::from_nanos(timeout),
+                    _ => return Ok(ERRNO_NOTSUP),
+                };
+                waits.push((userdata, 0u8, Some(wait)));
+            }
+            1 | 2 => {
+                any_fd = true;
+                waits.push((userdata, tag, None));
+            }
+            _ => return Ok(ERRNO_INVAL),
+        }
+    }
+
+    let shortest = waits.iter().filter_map(|w| w.2).min();
+    if !any_fd && let Some(wait) = shortest {
+        let wake = now_mono + wait;
+        match deadline {
+            Some(deadline) if wake > deadline => {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(wasmtime::Error::new(TimeoutHit));
+            }
+            _ => thread::sleep(wake.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    let elapsed = now_mono.elapsed();
+    let mut events = Vec::new();
+    for (userdata, tag, wait) in &waits {
+        let ready = match wait {
+            None => true,
+            Some(wait) => *wait <= elapsed,
+        };
+        if !ready {
+            continue;
+        }
+        let mut event = [0u8; EVENT_SIZE];
+        event[0..8].copy_from_slice(&userdata.to_le_bytes());
+        event[10] = *tag;
+        events.extend_from_slice(&event);
+    }
+    let count = (events.len() / EVENT_SIZE) as u32;
+    let data = memory.data_mut(&mut caller);
+    let events_at = events_ptr as u32 as usize;
+    let nevents_at = nevents_ptr as u32 as usize;
+    if nevents_at + 4 > data.len() {
+        return Ok(ERRNO_FAULT);
+    }
+    let Some(dst) = data.get_mut(events_at..events_at + events.len()) else {
+        return Ok(ERRNO_FAULT);
+    };
+    dst.copy_from_slice(&events);
+    data[nevents_at..nevents_at + 4].copy_from_slice(&count.to_le_bytes());
+    Ok(ERRNO_SUCCESS)
+}
