@@ -2,15 +2,15 @@
 //! (or load from cache) → run → parse.
 
 use anyhow::{Context, bail};
+use hoist_modules::{BackgroundCompile, CompilerChoice, ModuleOptions, ModulePipeline};
 use hoist_provenance::checksum::Sha256Digest;
 use hoist_resources::{Stages, parse_flight_output};
 use hoist_runtime::host::ClusterAccess;
-use hoist_runtime::{Compiler, FlightEngine, FlightSpec, ModuleCache, StderrMode};
-use hoist_source::{FetchedModule, SourceOptions};
+use hoist_runtime::{FlightSpec, StderrMode};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest stdin hoist reads (resources or flight input).
 const MAX_STDIN_BYTES: u64 = 256 * 1024 * 1024;
@@ -173,99 +173,21 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn fetch_module(flight: &FlightArgs, location: &str) -> anyhow::Result<FetchedModule> {
-    let checksum = flight.explicit_checksum()?;
-    check_allowed(flight, location)?;
-    let oci = crate::oci_source::OciSource {
+/// The module pipeline these arguments describe.
+pub fn pipeline(flight: &FlightArgs) -> anyhow::Result<ModulePipeline> {
+    let options = ModuleOptions {
+        checksum: flight.explicit_checksum()?,
+        verify_keys: flight.verify.clone(),
+        allow: flight.allow.clone(),
+        cache_dir: cache_dir(flight),
         insecure: flight.insecure,
         offline: flight.offline,
+        oci_cache_dir: None,
+        compiler: CompilerChoice::from_env()?,
+        background: BackgroundCompile::subprocess_from_env(),
+        source: Default::default(),
     };
-    let started = Instant::now();
-    let fetched = hoist_source::fetch(
-        location,
-        checksum.as_ref(),
-        &SourceOptions::default(),
-        Some(&oci),
-    )?;
-    tracing::info!(
-        module = location,
-        sha256 = %fetched.sha256,
-        bytes = fetched.wasm.len(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "module fetched"
-    );
-    if !flight.verify.is_empty() {
-        let keys = crate::cmd::sign::load_keys(&flight.verify)?;
-        let verified = crate::cmd::sign::verify_module(&fetched.wasm, &keys, location)?;
-        tracing::info!(module = location, key = ?verified, "signature verified");
-    }
-    Ok(fetched)
-}
-
-/// Refuses a module whose URL is outside the allow list, before anything is fetched.
-fn check_allowed(flight: &FlightArgs, location: &str) -> anyhow::Result<()> {
-    let allow =
-        hoist_provenance::allow::AllowList::new(flight.allow.iter().filter(|p| !p.is_empty()))
-            .context("invalid --allow pattern")?;
-    if allow.is_empty() {
-        return Ok(());
-    }
-    let url = hoist_source::canonical_url(location);
-    match allow.check(&url) {
-        Ok(Some(pattern)) => {
-            tracing::info!(module = location, pattern, "allowed");
-            Ok(())
-        }
-        Ok(None) => bail!(
-            "{location} is not allowed: {url} matches none of the allowed patterns ({}); add a pattern with --allow or HOIST_ALLOW",
-            allow.patterns().join(", ")
-        ),
-        Err(e) => bail!("{location} is not allowed: {e}"),
-    }
-}
-
-/// The digest memo, next to the compiled-module cache; off with `--no-cache`.
-fn digest_memo(flight: &FlightArgs) -> Option<hoist_source::DigestMemo> {
-    Some(hoist_source::DigestMemo::new(
-        cache_dir(flight)?.join("digests"),
-    ))
-}
-
-/// The warm path: the module's digest from the memo and its code from the cache, with the
-/// allow list and checksums checked exactly as on the full path.
-fn memo_hit<'e>(
-    flight: &FlightArgs,
-    memo: &hoist_source::DigestMemo,
-    engines: &'e Engines,
-    location: &str,
-) -> anyhow::Result<Option<(&'e FlightEngine, hoist_runtime::LoadedModule, Sha256Digest)>> {
-    let Some(digest) = memo.lookup(location) else {
-        return Ok(None);
-    };
-    let Some((engine, loaded)) = engines.cached(&digest) else {
-        return Ok(None);
-    };
-    check_allowed(flight, location)?;
-    let explicit = flight.explicit_checksum()?;
-    hoist_provenance::checksum::verify_digest(digest, location, explicit.as_ref())?;
-    tracing::info!(module = location, sha256 = %digest, "module unchanged since last run (digest memo)");
-    Ok(Some((engine, loaded, digest)))
-}
-
-/// Which compiled code a render uses.
-///
-/// With `HOIST_COMPILER=cranelift|winch`, exactly that compiler. Otherwise (`auto`, the
-/// default) tiered, as the benchmarks argue: optimised Cranelift code when the cache has it;
-/// else Winch code (compiles ~3.5x faster) now, and a background `hoist cache upgrade`
-/// compiles Cranelift code (runs ~30% faster) for the next run.
-struct Engines {
-    /// The compiler that compiles on a miss, its engine created on first use (a warm tiered
-    /// run never needs it).
-    baseline_compiler: Compiler,
-    baseline_cache: Option<ModuleCache>,
-    baseline: std::sync::OnceLock<FlightEngine>,
-    /// Cranelift, looked up first, when tiered and caching.
-    optimised: Option<FlightEngine>,
+    Ok(ModulePipeline::new(options)?)
 }
 
 fn cache_dir(flight: &FlightArgs) -> Option<PathBuf> {
@@ -275,127 +197,7 @@ fn cache_dir(flight: &FlightArgs) -> Option<PathBuf> {
     flight
         .compilation_cache
         .clone()
-        .or_else(ModuleCache::default_dir)
-}
-
-fn engines_for(flight: &FlightArgs) -> anyhow::Result<Engines> {
-    let cache = cache_dir(flight).map(ModuleCache::new);
-    let fixed = match std::env::var("HOIST_COMPILER") {
-        Ok(name) if !name.is_empty() && !name.eq_ignore_ascii_case("auto") => {
-            Some(name.parse::<Compiler>()?)
-        }
-        _ => None,
-    };
-    let optimised = match (&fixed, &cache) {
-        (None, Some(cache)) => Some(FlightEngine::new(Compiler::Cranelift, Some(cache.clone()))?),
-        _ => None,
-    };
-    Ok(Engines {
-        baseline_compiler: fixed.unwrap_or(Compiler::Winch),
-        baseline_cache: cache,
-        baseline: std::sync::OnceLock::new(),
-        optimised,
-    })
-}
-
-impl Engines {
-    /// The baseline engine, created on first use.
-    fn baseline(&self) -> anyhow::Result<&FlightEngine> {
-        if let Some(engine) = self.baseline.get() {
-            return Ok(engine);
-        }
-        let engine = FlightEngine::new(self.baseline_compiler, self.baseline_cache.clone())?;
-        Ok(self.baseline.get_or_init(|| engine))
-    }
-
-    /// Cached code for `sha256`, optimised first.
-    fn cached(
-        &self,
-        sha256: &Sha256Digest,
-    ) -> Option<(&FlightEngine, hoist_runtime::LoadedModule)> {
-        let hex = sha256.to_hex();
-        if let Some(optimised) = &self.optimised
-            && let Some(loaded) = optimised.load_cached(&hex)
-        {
-            return Some((optimised, loaded));
-        }
-        let baseline = self.baseline().ok()?;
-        baseline.load_cached(&hex).map(|loaded| (baseline, loaded))
-    }
-
-    /// When tiered and the module ran on baseline code, starts a background compile of the
-    /// optimised code (at most one per module at a time). `module` is the module's file: the
-    /// user's, or a copy under the cache's `pending/` directory for remote modules.
-    fn schedule_upgrade(
-        &self,
-        flight: &FlightArgs,
-        sha256: &Sha256Digest,
-        module: UpgradeSource<'_>,
-    ) {
-        if self.optimised.is_none()
-            || std::env::var("HOIST_BACKGROUND_COMPILE").as_deref() == Ok("0")
-        {
-            return;
-        }
-        let Some(dir) = cache_dir(flight) else { return };
-        if let Err(e) = spawn_upgrade(&dir, sha256, module) {
-            tracing::debug!("could not start the background compile: {e}");
-        }
-    }
-}
-
-/// Where the background compile reads the module from.
-enum UpgradeSource<'a> {
-    /// A local file (re-hashed by the upgrade before use).
-    File(&'a str),
-    /// Bytes only in memory (downloaded): written under the cache first.
-    Bytes(&'a [u8]),
-}
-
-fn spawn_upgrade(
-    dir: &std::path::Path,
-    sha256: &Sha256Digest,
-    module: UpgradeSource<'_>,
-) -> anyhow::Result<()> {
-    let pending = dir.join("pending");
-    std::fs::create_dir_all(&pending)?;
-    let lock = pending.join(format!("{sha256}.lock"));
-    // A lock younger than ten minutes means an upgrade is running (or just ran).
-    if let Ok(meta) = std::fs::metadata(&lock)
-        && meta
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() < 600)
-    {
-        return Ok(());
-    }
-    std::fs::write(&lock, std::process::id().to_string())?;
-    let path = match module {
-        UpgradeSource::File(location) => {
-            PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
-        }
-        UpgradeSource::Bytes(bytes) => {
-            let path = pending.join(format!("{sha256}.wasm"));
-            let tmp = pending.join(format!("{sha256}.wasm.{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)?;
-            path
-        }
-    };
-    std::process::Command::new(std::env::current_exe()?)
-        .args(["cache", "upgrade", "--compilation-cache"])
-        .arg(dir)
-        .arg("--sha256")
-        .arg(sha256.to_hex())
-        .arg(&path)
-        .env_remove("HOIST_COMPILER")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    tracing::info!(sha256 = %sha256, "compiling optimised code in the background for the next run");
-    Ok(())
+        .or_else(hoist_modules::default_module_cache_dir)
 }
 
 /// Runs the flight and returns its raw stdout (for `takeoff --stdout`), or stdin itself when
@@ -472,69 +274,12 @@ fn run(
         return Ok((read_stdin()?, None));
     };
 
-    let engines = engines_for(flight)?;
-    let memo = digest_memo(flight);
-    // Warm path: an unchanged local file whose compiled code is cached is neither read nor
-    // hashed again (its digest is remembered by file identity). Signature checks and SHA-1
-    // for release history need the bytes, so they take the full path.
-    let fast = match (&memo, digests, flight.verify.is_empty()) {
-        (Some(memo), Digests::Sha256, true) => memo_hit(flight, memo, &engines, location)?,
-        _ => None,
+    let pipeline = pipeline(flight)?;
+    let need = match digests {
+        Digests::Sha256 => hoist_modules::Digests::Sha256,
+        Digests::Sha256AndSha1 => hoist_modules::Digests::WithBytes,
     };
-    let (engine, loaded, sha256, url, wasm) = match fast {
-        Some((engine, loaded, sha256)) => {
-            if loaded.compiler != Compiler::Cranelift {
-                engines.schedule_upgrade(flight, &sha256, UpgradeSource::File(location));
-            }
-            (
-                engine,
-                loaded,
-                sha256,
-                hoist_source::canonical_url(location),
-                None,
-            )
-        }
-        None => {
-            let fetched = fetch_module(flight, location)?;
-            let (engine, loaded) = match engines.cached(&fetched.sha256) {
-                Some(hit) => hit,
-                None => {
-                    let baseline = engines.baseline()?;
-                    let loaded =
-                        baseline.load(&fetched.wasm, &fetched.sha256.to_hex(), location)?;
-                    (baseline, loaded)
-                }
-            };
-            if let Some(memo) = &memo {
-                memo.record(location, &fetched.sha256);
-            }
-            if loaded.compiler != Compiler::Cranelift
-                && loaded.cache_status != hoist_runtime::CacheStatus::Disabled
-            {
-                let source = if location.contains("://") && !location.starts_with("file://") {
-                    UpgradeSource::Bytes(&fetched.wasm)
-                } else {
-                    UpgradeSource::File(location)
-                };
-                engines.schedule_upgrade(flight, &fetched.sha256, source);
-            }
-            (
-                engine,
-                loaded,
-                fetched.sha256,
-                fetched.url,
-                Some(fetched.wasm),
-            )
-        }
-    };
-    tracing::info!(
-        module = location,
-        compiler = %loaded.compiler,
-        cache = %loaded.cache_status,
-        ms = loaded.load_time.as_secs_f64() * 1000.0,
-        "module ready"
-    );
-
+    let ready = pipeline.load(location, need)?;
     let spec = FlightSpec {
         what: location,
         release,
@@ -547,7 +292,7 @@ fn run(
         stderr: StderrMode::Stream,
         cluster,
     };
-    let output = hoist_runtime::run_flight(engine, &loaded, spec)?;
+    let output = hoist_runtime::run_flight(ready.engine, &ready.loaded, spec)?;
     tracing::info!(
         module = location,
         ms = output.run_time.as_secs_f64() * 1000.0,
@@ -555,9 +300,9 @@ fn run(
         "flight finished"
     );
     let info = ModuleInfo {
-        url,
-        sha256: sha256.to_hex(),
-        sha1: match (digests, &wasm) {
+        url: ready.info.url,
+        sha256: ready.info.sha256.to_hex(),
+        sha1: match (digests, &ready.wasm) {
             (Digests::Sha256AndSha1, Some(wasm)) => hoist_release::state::sha1_hex(wasm),
             _ => String::new(),
         },

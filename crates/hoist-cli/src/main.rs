@@ -5,7 +5,6 @@
 mod cmd;
 mod flight;
 mod kubecontext;
-mod oci_source;
 
 use clap::{Parser, Subcommand};
 use kubecontext::KubeTarget;

@@ -87,14 +87,6 @@ pub struct PullArgs {
     pub max_module_bytes: u64,
 }
 
-/// The OCI download cache: `$HOIST_CACHE_DIR/oci`, else `<user cache dir>/hoist/oci`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    match std::env::var_os("HOIST_CACHE_DIR") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d).join("oci")),
-        _ => dirs::cache_dir().map(|d| d.join("hoist").join("oci")),
-    }
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,7 +158,9 @@ pub fn run_pull(args: PullArgs) -> anyhow::Result<()> {
     let cache_dir = if args.no_cache {
         None
     } else {
-        args.cache_dir.clone().or_else(default_cache_dir)
+        args.cache_dir
+            .clone()
+            .or_else(hoist_modules::default_oci_cache_dir)
     };
     let opts = PullOptions {
         insecure: args.insecure,

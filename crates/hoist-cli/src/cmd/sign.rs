@@ -6,7 +6,7 @@
 //! - `hoist verify --key PUBLIC.pem|DIR [--key ...] MODULE`: checks the signature against the
 //!   key(s); a directory is scanned recursively for `*.pem`.
 //!
-//! [`load_keys`] and [`verify_module`] are the same checks for `render`/`takeoff --verify`.
+//! Verification is `hoist_modules::verify_module`, the same check `--verify` runs everywhere.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,36 +53,6 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
-}
-
-/// Loads every verification key named (files or directories).
-pub fn load_keys(paths: &[PathBuf]) -> Result<KeySet> {
-    let mut keys = KeySet::new();
-    for p in paths {
-        keys.add_path(p)
-            .with_context(|| format!("cannot load verification key(s) from {}", p.display()))?;
-    }
-    Ok(keys)
-}
-
-/// Verifies `module` (named `location` in messages) against `keys`, with a message that
-/// says what failed and what to do.
-pub fn verify_module(module: &[u8], keys: &KeySet, location: &str) -> Result<Verified> {
-    signature::verify(module, keys).map_err(|e| {
-        let hint = match &e {
-            SignatureError::Unsigned => {
-                "only signed modules are accepted with --verify/--key: sign it with `hoist sign --key PRIVATE.pem MODULE` (or `yoke sign`)"
-            }
-            SignatureError::UnknownKey { .. } => {
-                "get the signer's public key and pass it with --key (a file or a directory of *.pem)"
-            }
-            SignatureError::BadSignature { .. } => {
-                "do not run this module: fetch it again from its publisher and re-check, or ask them to re-sign it"
-            }
-            _ => "the module or its signature section is damaged: fetch or rebuild it, then re-sign it",
-        };
-        anyhow::Error::new(e).context(format!("signature check failed for {location}; {hint}"))
-    })
 }
 
 /// `hoist sign`.
@@ -145,8 +115,8 @@ pub fn run_sign(args: SignArgs) -> Result<()> {
 /// `hoist verify`.
 pub fn run_verify(args: VerifyArgs) -> Result<()> {
     let module = read_module(&args.module)?;
-    let keys = load_keys(&args.key)?;
-    let v = verify_module(&module, &keys, &args.module.display().to_string())?;
+    let keys = hoist_modules::load_keys(&args.key)?;
+    let v = hoist_modules::verify_module(&module, &keys, &args.module.display().to_string())?;
     let source = v
         .key_source
         .as_ref()

@@ -1,0 +1,503 @@
+//! The pipeline itself: allow list, source, checksums, signatures, compiled-module cache and
+//! compiler tiering.
+
+use crate::{ModuleError, OciSource, keys};
+use hoist_provenance::allow::AllowList;
+use hoist_provenance::checksum::Sha256Digest;
+use hoist_provenance::signature::KeySet;
+use hoist_runtime::{CacheStatus, Compiler, FlightEngine, LoadedModule, ModuleCache};
+use hoist_source::{DigestMemo, FetchedModule, SourceOptions};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Which compiled code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompilerChoice {
+    /// Optimised Cranelift code when the cache has it; else Winch code (compiles ~3.5x
+    /// faster) now, with [`BackgroundCompile`] storing Cranelift code for the next load.
+    #[default]
+    Tiered,
+    /// Exactly this compiler.
+    Fixed(Compiler),
+}
+
+impl CompilerChoice {
+    /// From `HOIST_COMPILER` (`cranelift`, `winch`, or `auto`/unset for tiered).
+    pub fn from_env() -> Result<CompilerChoice, ModuleError> {
+        match std::env::var("HOIST_COMPILER") {
+            Ok(name) if !name.is_empty() && !name.eq_ignore_ascii_case("auto") => {
+                Ok(CompilerChoice::Fixed(name.parse::<Compiler>()?))
+            }
+            _ => Ok(CompilerChoice::Tiered),
+        }
+    }
+}
+
+/// How optimised code is produced after a tiered load ran baseline code.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BackgroundCompile {
+    /// Never (baseline code stays until the cache is cleaned).
+    #[default]
+    Off,
+    /// A detached `EXE cache upgrade --compilation-cache DIR --sha256 HEX MODULE` (hoist's
+    /// own binary), so a short-lived CLI process can exit while the compile finishes.
+    Subprocess {
+        /// The hoist binary to run.
+        exe: PathBuf,
+    },
+    /// A background thread of this process (for long-running processes: the controller).
+    Thread,
+}
+
+impl BackgroundCompile {
+    /// A subprocess of the current executable, unless `HOIST_BACKGROUND_COMPILE=0`.
+    pub fn subprocess_from_env() -> BackgroundCompile {
+        if std::env::var("HOIST_BACKGROUND_COMPILE").as_deref() == Ok("0") {
+            return BackgroundCompile::Off;
+        }
+        match std::env::current_exe() {
+            Ok(exe) => BackgroundCompile::Subprocess { exe },
+            Err(_) => BackgroundCompile::Off,
+        }
+    }
+}
+
+/// Everything that decides how modules are found, checked and compiled.
+#[derive(Debug, Clone)]
+pub struct ModuleOptions {
+    /// Expected SHA-256 of every module loaded (`--checksum`).
+    pub checksum: Option<Sha256Digest>,
+    /// Public keys (PEM files or directories); when non-empty, every module must be signed by
+    /// one of them, allow-listed or not.
+    pub verify_keys: Vec<PathBuf>,
+    /// URL globs a module must match (`*` stays within one `/` segment); empty allows all.
+    pub allow: Vec<String>,
+    /// The compiled-module cache; `None` compiles every time and caches nothing.
+    pub cache_dir: Option<PathBuf>,
+    /// Plain-http OCI registries.
+    pub insecure: bool,
+    /// OCI pulls from the download cache only.
+    pub offline: bool,
+    /// The OCI download cache; `None` uses the default under the cache root.
+    pub oci_cache_dir: Option<PathBuf>,
+    /// Which compiler.
+    pub compiler: CompilerChoice,
+    /// How optimised code is produced after a tiered baseline load.
+    pub background: BackgroundCompile,
+    /// Size and time limits of fetching.
+    pub source: SourceOptions,
+}
+
+impl Default for ModuleOptions {
+    fn default() -> Self {
+        ModuleOptions {
+            checksum: None,
+            verify_keys: Vec::new(),
+            allow: Vec::new(),
+            cache_dir: crate::default_module_cache_dir(),
+            insecure: false,
+            offline: false,
+            oci_cache_dir: None,
+            compiler: CompilerChoice::Tiered,
+            background: BackgroundCompile::Off,
+            source: SourceOptions::default(),
+        }
+    }
+}
+
+/// Which digests a caller needs besides SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digests {
+    /// SHA-256 only: an unchanged local file may be neither read nor hashed (digest memo).
+    Sha256,
+    /// The module's bytes too (release history records Yoke's SHA-1 of them).
+    WithBytes,
+}
+
+/// What a module was, for history, pinning and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// The location as the caller gave it.
+    pub location: String,
+    /// The canonical URL (`file:///abs` for local files), as release history records it.
+    pub url: String,
+    /// SHA-256 of the (decompressed) module.
+    pub sha256: Sha256Digest,
+    /// For OCI sources: the digest reference actually pulled.
+    pub resolved: Option<String>,
+}
+
+/// A module ready to instantiate.
+pub struct ReadyModule<'p> {
+    /// The engine its code belongs to (instantiate only in stores of this engine).
+    pub engine: &'p FlightEngine,
+    /// The compiled module.
+    pub loaded: LoadedModule,
+    /// Where it came from.
+    pub info: ModuleInfo,
+    /// Its bytes, when they were read (always with [`Digests::WithBytes`]; not on the warm
+    /// path of an unchanged local file).
+    pub wasm: Option<Vec<u8>>,
+}
+
+/// The one module pipeline. Create it once per process (or per command) and load as many
+/// modules as needed: engines, keys and the allow list are set up once.
+pub struct ModulePipeline {
+    options: ModuleOptions,
+    allow: AllowList,
+    keys: Option<KeySet>,
+    memo: Option<DigestMemo>,
+    cache: Option<ModuleCache>,
+    baseline_compiler: Compiler,
+    baseline: OnceLock<FlightEngine>,
+    /// Cranelift, looked up first, when tiered and caching.
+    optimised: Option<FlightEngine>,
+}
+
+impl std::fmt::Debug for ModulePipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModulePipeline")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModulePipeline {
+    /// Sets up the pipeline: parses the allow list, loads the keys, creates the engines.
+    pub fn new(options: ModuleOptions) -> Result<ModulePipeline, ModuleError> {
+        let allow = AllowList::new(options.allow.iter().filter(|p| !p.is_empty()))
+            .map_err(|e| ModuleError::BadPattern(e.to_string()))?;
+        let keys = if options.verify_keys.is_empty() {
+            None
+        } else {
+            Some(keys::load_keys(&options.verify_keys)?)
+        };
+        let cache = options.cache_dir.clone().map(ModuleCache::new);
+        let memo = options
+            .cache_dir
+            .as_ref()
+            .map(|dir| DigestMemo::new(dir.join("digests")));
+        let (baseline_compiler, optimised) = match (options.compiler, &cache) {
+            (CompilerChoice::Fixed(compiler), _) => (compiler, None),
+            (CompilerChoice::Tiered, Some(cache)) => (
+                Compiler::Winch,
+                Some(FlightEngine::new(Compiler::Cranelift, Some(cache.clone()))?),
+            ),
+            (CompilerChoice::Tiered, None) => (Compiler::Winch, None),
+        };
+        Ok(ModulePipeline {
+            options,
+            allow,
+            keys,
+            memo,
+            cache,
+            baseline_compiler,
+            baseline: OnceLock::new(),
+            optimised,
+        })
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &ModuleOptions {
+        &self.options
+    }
+
+    /// Whether an allow list or verification keys are configured: input without provenance
+    /// (resources piped on stdin) must then be refused.
+    pub fn checks_provenance(&self) -> bool {
+        self.keys.is_some() || !self.allow.is_empty()
+    }
+
+    /// Loads the module at `location` (a path, `file://`, `.gz`, `http(s)://` or `oci://`).
+    ///
+    /// The allow list is checked before anything is fetched; checksums (explicit and the
+    /// `sha256_` a name promises) and signatures before anything is compiled.
+    pub fn load(&self, location: &str, digests: Digests) -> Result<ReadyModule<'_>, ModuleError> {
+        // Warm path: an unchanged local file whose compiled code is cached is neither read
+        // nor hashed again. Signatures and callers that need the bytes take the full path.
+        if digests == Digests::Sha256
+            && self.keys.is_none()
+            && let Some(ready) = self.memo_hit(location)?
+        {
+            return Ok(ready);
+        }
+        self.check_allowed(location)?;
+        let oci = OciSource {
+            insecure: self.options.insecure,
+            offline: self.options.offline,
+            cache_dir: self.options.oci_cache_dir.clone(),
+        };
+        let started = Instant::now();
+        let fetched = hoist_source::fetch(
+            location,
+            self.options.checksum.as_ref(),
+            &self.options.source,
+            Some(&oci),
+        )?;
+        tracing::info!(
+            module = location,
+            sha256 = %fetched.sha256,
+            bytes = fetched.wasm.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "module fetched"
+        );
+        self.check_signature(&fetched.wasm, location)?;
+        let FetchedModule {
+            wasm,
+            url,
+            sha256,
+            resolved,
+            ..
+        } = fetched;
+        let (engine, loaded) = self.compile_or_load(&wasm, &sha256, location)?;
+        if let Some(memo) = &self.memo {
+            memo.record(location, &sha256);
+        }
+        if loaded.compiler != Compiler::Cranelift && loaded.cache_status != CacheStatus::Disabled {
+            let local = !location.contains("://") || location.starts_with("file://");
+            let source = if local {
+                UpgradeSource::File(location)
+            } else {
+                UpgradeSource::Bytes(&wasm)
+            };
+            self.schedule_upgrade(&sha256, source);
+        }
+        Ok(ReadyModule {
+            engine,
+            loaded,
+            info: ModuleInfo {
+                location: location.to_string(),
+                url,
+                sha256,
+                resolved,
+            },
+            wasm: Some(wasm),
+        })
+    }
+
+    /// Makes a module the caller already holds ready (for example one embedded in a
+    /// resource): the explicit checksum and signatures are checked; the allow list is not,
+    /// since bytes have no URL.
+    pub fn load_bytes(&self, wasm: Vec<u8>, what: &str) -> Result<ReadyModule<'_>, ModuleError> {
+        let sha256 =
+            hoist_provenance::checksum::verify(&wasm, what, self.options.checksum.as_ref())?;
+        self.check_signature(&wasm, what)?;
+        let (engine, loaded) = self.compile_or_load(&wasm, &sha256, what)?;
+        Ok(ReadyModule {
+            engine,
+            loaded,
+            info: ModuleInfo {
+                location: what.to_string(),
+                url: what.to_string(),
+                sha256,
+                resolved: None,
+            },
+            wasm: Some(wasm),
+        })
+    }
+
+    /// Refuses a module whose URL is outside the allow list, before anything is fetched.
+    pub fn check_allowed(&self, location: &str) -> Result<(), ModuleError> {
+        if self.allow.is_empty() {
+            return Ok(());
+        }
+        let url = hoist_source::canonical_url(location);
+        match self.allow.check(&url) {
+            Ok(Some(pattern)) => {
+                tracing::info!(module = location, pattern, "allowed");
+                Ok(())
+            }
+            Ok(None) => Err(ModuleError::NotAllowed {
+                location: location.to_string(),
+                url,
+                patterns: self.allow.patterns().join(", "),
+            }),
+            Err(e) => Err(ModuleError::UnsafeUrl {
+                location: location.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn check_signature(&self, wasm: &[u8], location: &str) -> Result<(), ModuleError> {
+        if let Some(keys) = &self.keys {
+            let verified = keys::verify_module(wasm, keys, location)?;
+            tracing::info!(module = location, key = ?verified, "signature verified");
+        }
+        Ok(())
+    }
+
+    fn memo_hit(&self, location: &str) -> Result<Option<ReadyModule<'_>>, ModuleError> {
+        let Some(memo) = &self.memo else {
+            return Ok(None);
+        };
+        let Some(sha256) = memo.lookup(location) else {
+            return Ok(None);
+        };
+        let Some((engine, loaded)) = self.cached(&sha256) else {
+            return Ok(None);
+        };
+        self.check_allowed(location)?;
+        hoist_provenance::checksum::verify_digest(
+            sha256,
+            location,
+            self.options.checksum.as_ref(),
+        )?;
+        tracing::info!(module = location, sha256 = %sha256, "module unchanged since last run (digest memo)");
+        if loaded.compiler != Compiler::Cranelift {
+            self.schedule_upgrade(&sha256, UpgradeSource::File(location));
+        }
+        Ok(Some(ReadyModule {
+            engine,
+            loaded,
+            info: ModuleInfo {
+                location: location.to_string(),
+                url: hoist_source::canonical_url(location),
+                sha256,
+                resolved: None,
+            },
+            wasm: None,
+        }))
+    }
+
+    /// The baseline engine, created on first use (a warm tiered load never needs it).
+    fn baseline(&self) -> Result<&FlightEngine, ModuleError> {
+        if let Some(engine) = self.baseline.get() {
+            return Ok(engine);
+        }
+        let engine = FlightEngine::new(self.baseline_compiler, self.cache.clone())?;
+        Ok(self.baseline.get_or_init(|| engine))
+    }
+
+    /// Cached code for `sha256`, optimised first.
+    fn cached(&self, sha256: &Sha256Digest) -> Option<(&FlightEngine, LoadedModule)> {
+        let hex = sha256.to_hex();
+        if let Some(optimised) = &self.optimised
+            && let Some(loaded) = optimised.load_cached(&hex)
+        {
+            return Some((optimised, loaded));
+        }
+        let baseline = self.baseline().ok()?;
+        baseline.load_cached(&hex).map(|loaded| (baseline, loaded))
+    }
+
+    fn compile_or_load(
+        &self,
+        wasm: &[u8],
+        sha256: &Sha256Digest,
+        what: &str,
+    ) -> Result<(&FlightEngine, LoadedModule), ModuleError> {
+        let (engine, loaded) = match self.cached(sha256) {
+            Some(hit) => hit,
+            None => {
+                let baseline = self.baseline()?;
+                (baseline, baseline.load(wasm, &sha256.to_hex(), what)?)
+            }
+        };
+        tracing::info!(
+            module = what,
+            compiler = %loaded.compiler,
+            cache = %loaded.cache_status,
+            ms = loaded.load_time.as_secs_f64() * 1000.0,
+            "module ready"
+        );
+        Ok((engine, loaded))
+    }
+
+    /// When tiered and the module ran on baseline code, starts producing optimised code for
+    /// the next load (at most one compile per module at a time).
+    fn schedule_upgrade(&self, sha256: &Sha256Digest, module: UpgradeSource<'_>) {
+        let (Some(optimised), Some(dir)) = (&self.optimised, &self.options.cache_dir) else {
+            return;
+        };
+        let result = match &self.options.background {
+            BackgroundCompile::Off => return,
+            BackgroundCompile::Subprocess { exe } => spawn_upgrade(exe, dir, sha256, module),
+            BackgroundCompile::Thread => {
+                let engine = optimised.clone_handle();
+                let hex = sha256.to_hex();
+                let bytes = match module {
+                    UpgradeSource::Bytes(bytes) => Some(bytes.to_vec()),
+                    UpgradeSource::File(location) => {
+                        std::fs::read(location.strip_prefix("file://").unwrap_or(location)).ok()
+                    }
+                };
+                match bytes {
+                    Some(bytes) => std::thread::Builder::new()
+                        .name("hoist-optimise".into())
+                        .spawn(move || {
+                            // Re-hash: the file may have changed since it was checked.
+                            if hoist_provenance::checksum::Sha256Digest::of(&bytes).to_hex() == hex
+                            {
+                                let _ = engine.load(&bytes, &hex, "background compile");
+                            }
+                        })
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("could not start the background compile: {e}");
+        }
+    }
+}
+
+/// Where the background compile reads the module from.
+enum UpgradeSource<'a> {
+    /// A local file (re-hashed by the upgrade before use).
+    File(&'a str),
+    /// Bytes only in memory (downloaded): written under the cache first.
+    Bytes(&'a [u8]),
+}
+
+fn spawn_upgrade(
+    exe: &Path,
+    dir: &Path,
+    sha256: &Sha256Digest,
+    module: UpgradeSource<'_>,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let pending = dir.join("pending");
+    std::fs::create_dir_all(&pending).map_err(io)?;
+    let lock = pending.join(format!("{sha256}.lock"));
+    // A lock younger than ten minutes means an upgrade is running (or just ran).
+    if let Ok(meta) = std::fs::metadata(&lock)
+        && meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < 600)
+    {
+        return Ok(());
+    }
+    std::fs::write(&lock, std::process::id().to_string()).map_err(io)?;
+    let path = match module {
+        UpgradeSource::File(location) => {
+            PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
+        }
+        UpgradeSource::Bytes(bytes) => {
+            let path = pending.join(format!("{sha256}.wasm"));
+            let tmp = pending.join(format!("{sha256}.wasm.{}", std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            path
+        }
+    };
+    std::process::Command::new(exe)
+        .args(["cache", "upgrade", "--compilation-cache"])
+        .arg(dir)
+        .arg("--sha256")
+        .arg(sha256.to_hex())
+        .arg(&path)
+        .env_remove("HOIST_COMPILER")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(io)?;
+    tracing::info!(sha256 = %sha256, "compiling optimised code in the background for the next run");
+    Ok(())
+}
