@@ -61,23 +61,24 @@ fn get_str<'a>(map: Option<&'a Map<String, Value>>, key: &str) -> &'a str {
 
 /// The owner recorded on an object (live or desired), if any.
 pub fn owner_of(object: &Map<String, Value>) -> Option<Owner> {
+    // As yoke v0.20.27 (internal.GetOwner): name and namespace are each taken from the
+    // annotation, else the deprecated label, independently; both must be set.
     let annotations = string_map(object, "annotations");
-    let (release, namespace) = (
-        get_str(annotations, ANNOTATION_RELEASE),
-        get_str(annotations, ANNOTATION_NAMESPACE),
-    );
-    if !release.is_empty() && !namespace.is_empty() {
-        return Some(Owner::new(release, namespace));
-    }
     let labels = string_map(object, "labels");
-    let (release, namespace) = (
-        get_str(labels, LEGACY_LABEL_RELEASE),
-        get_str(labels, LEGACY_LABEL_NAMESPACE),
-    );
-    if !release.is_empty() && !namespace.is_empty() {
-        return Some(Owner::new(release, namespace));
+    let either = |annotation: &str, label: &str| -> String {
+        let value = get_str(annotations, annotation);
+        if value.is_empty() {
+            get_str(labels, label).to_string()
+        } else {
+            value.to_string()
+        }
+    };
+    let release = either(ANNOTATION_RELEASE, LEGACY_LABEL_RELEASE);
+    let namespace = either(ANNOTATION_NAMESPACE, LEGACY_LABEL_NAMESPACE);
+    if release.is_empty() || namespace.is_empty() {
+        return None;
     }
-    None
+    Some(Owner::new(&release, &namespace))
 }
 
 /// `owner` as a message fragment: `release ns/name` or `nobody (created outside any release)`.
