@@ -9,7 +9,11 @@
 #   HOIST_BIN   hoist binary [target/release/hoist; built with cargo if missing]
 #   COMPILERS   compilers to measure, passed as HOIST_COMPILER [cranelift winch];
 #               empty: native row only
-#   FLIGHT      test flight to render [realistic]; only realistic has a native row
+#   FLIGHT      test flight to render [realistic]; only realistic has a native row;
+#               yoke:NAME renders yoke's own example NAME (basic, lookup), built from
+#               ../shared/peers by scripts/test.d/yoke.sh
+#   HOIST_YOKE  the real yoke CLI for the yoke rows [scripts/tools path yoke]; YOKE=0
+#               leaves them out
 #   RUNS        timed runs per row [10]
 #   WARMUP      warm-up runs per row [2]
 #   BENCH_OUT   where inputs and raw results go [bench-out/render]
@@ -44,10 +48,17 @@ load="$(cut -d' ' -f1 /proc/loadavg)" # before we add our own load
 # --- inputs -------------------------------------------------------------------
 native_target=()
 [ "$FLIGHT" = realistic ] && native_target=(realistic-native)
-scripts/build-testdata "$FLIGHT" ${native_target[@]+"${native_target[@]}"} || die "building the $FLIGHT flight failed"
 testdata="${HOIST_TESTDATA_DIR:-target/testdata}"
-module="$testdata/$FLIGHT.wasm"
-native="$testdata/$FLIGHT-native"
+if [[ "$FLIGHT" == yoke:* ]]; then
+  # shellcheck source=/dev/null
+  . scripts/test.d/yoke.sh || die "building yoke's example flights failed"
+  module="$HOIST_YOKE_EXAMPLES_DIR/${FLIGHT#yoke:}.wasm"
+  native=""
+else
+  scripts/build-testdata "$FLIGHT" ${native_target[@]+"${native_target[@]}"} || die "building the $FLIGHT flight failed"
+  module="$testdata/$FLIGHT.wasm"
+  native="$testdata/$FLIGHT-native"
+fi
 [ -f "$module" ] || die "$module is missing after scripts/build-testdata"
 [ -x "$native" ] || native=""
 
@@ -80,6 +91,10 @@ q() { printf '%q' "$1"; }
 hoist_cmd() { # hoist_cmd COMPILER CACHE_DIR
   printf 'HOIST_COMPILER=%s HOIST_CACHE_DIR=%s %s render %s --release bench --namespace bench -o json < %s > /dev/null' \
     "$1" "$(q "$2")" "$(q "$HOIST_BIN")" "$(q "$module")" "$(q "$input")"
+}
+yoke_cmd() { # yoke_cmd CACHE_DIR
+  printf '%s takeoff -stdout -compilation-cache %s -namespace bench bench %s < %s > /dev/null' \
+    "$(q "$YOKE")" "$(q "$1")" "$(q "$module")" "$(q "$input")"
 }
 native_cmd() {
   printf 'YOKE_RELEASE=bench NAMESPACE=bench %s < %s > /dev/null' "$(q "$native")" "$(q "$input")"
@@ -165,6 +180,26 @@ for compiler in $COMPILERS; do
     rows+=("hoist render, warm cache|$compiler|warm-$compiler|$(peak_rss "" "$cmd")")
   fi
 done
+if [ "${YOKE:-}" != 0 ]; then
+  YOKE="${HOIST_YOKE:-$(scripts/tools path yoke)}" || die "the real yoke CLI could not be built (scripts/tools path yoke); YOKE=0 leaves its rows out"
+  # yoke talks to the cluster even for -stdout: give it a kubeconfig when one is set up.
+  cold_dir="$out/cache-cold-yoke"
+  warm_dir="$out/cache-warm-yoke"
+  rm -rf "$cold_dir" "$warm_dir"
+  prepare="rm -rf $(q "$cold_dir")"
+  cmd="$(yoke_cmd "$cold_dir")"
+  if works "$cmd"; then
+    log "measuring: yoke takeoff -stdout, cold cache"
+    measure cold-yoke "$prepare" "$cmd"
+    rows+=("yoke takeoff -stdout, cold cache|yoke (wazero)|cold-yoke|$(peak_rss "$prepare" "$cmd")")
+  fi
+  cmd="$(yoke_cmd "$warm_dir")"
+  if works "$cmd"; then
+    log "measuring: yoke takeoff -stdout, warm cache"
+    measure warm-yoke "" "$cmd"
+    rows+=("yoke takeoff -stdout, warm cache|yoke (wazero)|warm-yoke|$(peak_rss "" "$cmd")")
+  fi
+fi
 [ "${#rows[@]}" -gt 0 ] || die "nothing could be measured (see the errors above)"
 
 # --- report -------------------------------------------------------------------
@@ -197,7 +232,7 @@ def times(x):
     return f"{x:.0f}×" if x >= 100 else f"{x:.1f}×"
 
 native = next((result(n) for _, _, n, _ in rows if n == "native"), None)
-print(f"### `hoist render` of the `{flight}` flight ({int(size) / 1e6:.1f} MB of wasm)\n")
+print(f"### `hoist render` (and `yoke takeoff -stdout`) of the `{flight}` flight ({int(size) / 1e6:.1f} MB of wasm)\n")
 print(f"Machine: {ncpu} CPUs, {cpu}, Linux {kernel}. {hoist}, Go {gov.removeprefix('go')}, "
       f"{timer}: {runs} runs after {warmup} warm-ups, {day}; load average {load} at start. "
       "Whole-process wall time; cold = empty compiled-module cache each run.\n")

@@ -34,12 +34,7 @@ fi
 YOKE="${HOIST_YOKE:-}"
 YOKE_NOTE=""
 if [[ -z "$YOKE" ]]; then
-  if YOKE=$(scripts/tools path yoke 2>/dev/null); then
-    :
-  else
-    YOKE=""
-    YOKE_NOTE="yoke unavailable: the Go module proxy refuses github.com/yokecd/yoke here (scripts/tools path yoke)"
-  fi
+  YOKE=$(scripts/tools path yoke) || { log "the real yoke CLI could not be built from ../shared/peers (scripts/tools path yoke)"; exit 1; }
 fi
 
 WORK="$(mktemp -d)"

@@ -3,48 +3,9 @@
 
 mod common;
 
-use common::{Hoist, fails_with, flight, json_ok, stderr};
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use common::{Hoist, ModuleServer, fails_with, flight, json_ok, stderr};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-/// A tiny HTTP server on 127.0.0.1 serving whatever bytes are currently set, for any path.
-struct ModuleServer {
-    url: String,
-    body: Arc<Mutex<Vec<u8>>>,
-}
-
-impl ModuleServer {
-    fn start(body: Vec<u8>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!(
-            "http://{}/flights/app/v1.2.3/app.wasm",
-            listener.local_addr().unwrap()
-        );
-        let body = Arc::new(Mutex::new(body));
-        let served = body.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let bytes = served.lock().unwrap().clone();
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    bytes.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&bytes);
-            }
-        });
-        ModuleServer { url, body }
-    }
-
-    fn set(&self, bytes: Vec<u8>) {
-        *self.body.lock().unwrap() = bytes;
-    }
-}
 
 fn kubeconfig() -> Option<PathBuf> {
     common::required_env(

@@ -4,6 +4,8 @@
 //! Without `HOIST_YOKE`, the Yoke interop test fails under `CI=true` and is skipped (with a
 //! printed reason) locally. Keys are the test-only keys in `testdata/keys/`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -160,59 +162,51 @@ fn out_force_directory_and_errors() {
     ok(&o, "verify with a key directory");
     assert!(String::from_utf8_lossy(&o.stdout).contains("nested/ed.pem"));
 
-    // Errors say what failed.
-    fails_with(
-        &run(hoist()
-            .args(["verify", "--key"])
-            .arg(key("test-p256.pub.pem"))
-            .arg(&out)),
-        "unknown key",
-        "verify with another key",
-    );
-    fails_with(
-        &run(hoist()
-            .args(["verify", "--key"])
-            .arg(key("test-p256.pub.pem"))
-            .arg(&m)),
-        "not signed",
-        "verify unsigned",
-    );
-    fails_with(
-        &run(hoist()
-            .args(["verify", "--key"])
-            .arg(key("test-p256.cert.pem"))
-            .arg(&out)),
-        "certificate",
-        "verify with a certificate",
-    );
-    fails_with(
-        &run(hoist()
-            .args(["sign", "--key"])
-            .arg(key("test-p256.pub.pem"))
-            .arg(&m)),
-        "private key",
-        "sign with a public key",
-    );
+    // Errors say what failed: (verb, key, module, expected words, case).
+    let cases = [
+        (
+            "verify",
+            "test-p256.pub.pem",
+            &out,
+            "unknown key",
+            "verify with another key",
+        ),
+        (
+            "verify",
+            "test-p256.pub.pem",
+            &m,
+            "not signed",
+            "verify unsigned",
+        ),
+        (
+            "verify",
+            "test-p256.cert.pem",
+            &out,
+            "certificate",
+            "verify with a certificate",
+        ),
+        (
+            "sign",
+            "test-p256.pub.pem",
+            &m,
+            "private key",
+            "sign with a public key",
+        ),
+    ];
+    for (verb, key_name, module, words, case) in cases {
+        fails_with(
+            &run(hoist().args([verb, "--key"]).arg(key(key_name)).arg(module)),
+            words,
+            case,
+        );
+    }
 }
 
 fn yoke() -> Option<PathBuf> {
-    match std::env::var_os("HOIST_YOKE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            let msg = "HOIST_YOKE is not set: point it at a yoke v0.20.27 binary (`export HOIST_YOKE=$(scripts/tools path yoke)`) to run the Yoke interop test";
-            // scripts/test says why yoke cannot exist on this machine; only then is a skip
-            // acceptable under CI.
-            if let Ok(why) = std::env::var("HOIST_YOKE_UNAVAILABLE") {
-                eprintln!("SKIP yoke interop: {why}");
-                return None;
-            }
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{msg} (required when CI=true)");
-            }
-            eprintln!("SKIP yoke interop: {msg}");
-            None
-        }
-    }
+    common::required_env(
+        "HOIST_YOKE",
+        "build the real yoke from ../shared/peers: export HOIST_YOKE=$(scripts/tools path yoke)",
+    )
 }
 
 /// Private keys Yoke reads (it does not read SEC1 `EC PRIVATE KEY`).

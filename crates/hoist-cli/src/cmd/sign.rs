@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use hoist_provenance::signature::{self, KeySet, SignatureError, SigningKey, Verified};
+use hoist_provenance::signature::{self, SignatureError, SigningKey};
 
 /// Sign a module (Yoke-compatible `yoke.schematics:signature` section).
 #[derive(clap::Args, Debug, Clone)]

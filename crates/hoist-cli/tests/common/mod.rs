@@ -147,3 +147,40 @@ pub fn fails_with(output: &Output, needles: &[&str]) -> String {
     }
     err
 }
+
+/// A tiny HTTP server on 127.0.0.1 serving whatever bytes are currently set, for any path.
+pub struct ModuleServer {
+    pub url: String,
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl ModuleServer {
+    pub fn start(body: Vec<u8>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/flights/app/v1.2.3/app.wasm",
+            listener.local_addr().unwrap()
+        );
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let served = body.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let bytes = served.lock().unwrap().clone();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&bytes);
+            }
+        });
+        ModuleServer { url, body }
+    }
+
+    pub fn set(&self, bytes: Vec<u8>) {
+        *self.body.lock().unwrap() = bytes;
+    }
+}
