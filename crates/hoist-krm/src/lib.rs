@@ -1,2 +1,24 @@
 //! KRM functions as kpt runs them: ResourceLists, Kptfile pipelines, `fn eval` and `fn render`.
+//!
+//! - [`resource_list`]: the ResourceList model, results, and kpt's annotations.
+//! - [`package`]: reading a package directory (Kptfile, `.krmignore`, subpackages) into
+//!   annotated items, and writing them back (unchanged files stay byte-identical).
+//! - [`kptfile`], [`selector`]: pipelines and resource selection.
+//! - [`function`]: running one function: Go js/wasm (through `hoist-gojs`; function or command
+//!   style, detected from behaviour), WASI preview 1 (through `hoist-runtime`), or native exec.
+//! - [`engine`]: one step with selection and id-based merge, `fn render`'s depth-first
+//!   pipeline, kpt's console output and results file.
 #![warn(missing_docs)]
+
+pub mod engine;
+pub mod function;
+pub mod kptfile;
+pub mod package;
+pub mod resource_list;
+pub mod selector;
+pub mod yaml;
+
+pub use engine::{FnRef, Output, PrintOptions, Runner, StepRecord};
+pub use function::{FnKind, FnLimits, FnOutput};
+pub use hoist_modules;
+pub use resource_list::{FnResult, ResourceList};

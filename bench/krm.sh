@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `hoist fn eval` against node running the same Go js/wasm KRM function the way released kpt
+# does (Go's wasm_exec.js plus kpt-style glue calling processResourceList): set-namespace from
+# the kpt catalog on a 50-resource ResourceList. hoist is measured with an empty
+# compiled-module cache (cold) and a filled one (warm). Prints a markdown table on stdout.
+#
+#   bench/krm.sh
+#
+# Environment:
+#   HOIST_BIN   hoist binary [target/release/hoist; built with cargo if missing]
+#   FN          catalog function [set-namespace]; FN_ARGS its `-- k=v` [namespace=bench]
+#   RESOURCES   ConfigMaps in the input [50]
+#   RUNS        timed runs per row [5]
+#   BENCH_OUT   inputs and raw results [bench-out/krm]
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+
+HOIST_BIN="${HOIST_BIN:-target/release/hoist}"
+FN="${FN:-set-namespace}"
+FN_ARGS="${FN_ARGS:-namespace=bench}"
+RESOURCES="${RESOURCES:-50}"
+RUNS="${RUNS:-5}"
+BENCH_OUT="${BENCH_OUT:-bench-out/krm}"
+
+log() { printf 'bench/krm: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+command -v python3 >/dev/null || die "python3 is required"
+command -v node >/dev/null || die "node is required (Debian package nodejs)"
+
+load="$(cut -d' ' -f1 /proc/loadavg)"
+fns="${HOIST_TOOLS_DIR:-$HOME/.cache/hoist-tools}/krm-functions"
+"$root/../shared/peers/build-krm-functions" "$fns" "$FN" >/dev/null || die "building $FN failed"
+module="$fns/$FN.wasm"
+[ -x "$HOIST_BIN" ] || cargo build --release -p hoist-cli >&2
+mkdir -p "$BENCH_OUT"
+out="$(cd "$BENCH_OUT" && pwd)"
+
+# Input: a ResourceList of $RESOURCES ConfigMaps, with kpt's functionConfig for node.
+python3 - "$RESOURCES" "$FN_ARGS" "$out" <<'PY'
+import sys
+n, args, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+items = "".join(
+    f"- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: cm-{i}\n    namespace: default\n"
+    f"    annotations:\n      config.kubernetes.io/path: cm-{i}.yaml\n  data:\n    key: value-{i}\n"
+    for i in range(n))
+rl = "apiVersion: config.kubernetes.io/v1\nkind: ResourceList\nitems:\n" + items
+data = "".join(f"    {kv.split('=',1)[0]}: {kv.split('=',1)[1]}\n" for kv in args.split())
+open(f"{out}/input.yaml", "w").write(rl)
+open(f"{out}/input-with-config.yaml", "w").write(
+    rl + "functionConfig:\n  apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: function-input\n  data:\n" + data)
+PY
+
+wasm_exec="$(go env GOROOT)/lib/wasm/wasm_exec.js"
+node_cmd=(node "$root/testdata/krm/kpt-glue.js" "$wasm_exec" "$module")
+# shellcheck disable=SC2206
+hoist_cmd=("$HOIST_BIN" fn eval - -i "$module" -- $FN_ARGS)
+
+# time_row NAME PREP STDIN CMD...: mean/min wall time and peak RSS over $RUNS runs.
+time_row() {
+  python3 - "$RUNS" "$@" <<'PY'
+import resource, subprocess, sys, time, os
+runs, name, prep, stdin, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+times, rss = [], 0
+for _ in range(runs):
+    if prep:
+        subprocess.run(prep, shell=True, check=True)
+    with open(stdin, "rb") as f:
+        t = time.perf_counter()
+        p = subprocess.run(cmd, stdin=f, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+    if p.returncode != 0 or b"kind: ResourceList" not in p.stdout:
+        sys.exit(f"{name}: run failed (exit {p.returncode})")
+    rss = max(rss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(f"{name}\t{sum(times)/len(times):.3f}\t{min(times):.3f}\t{rss/1024:.0f}")
+PY
+}
+
+cache="$out/cache"
+log "node (kpt's runtime) x$RUNS"
+node_row=$(time_row "node + wasm_exec.js (kpt)" "" "$out/input-with-config.yaml" "${node_cmd[@]}")
+log "hoist cold x$RUNS"
+cold_row=$(HOIST_CACHE_DIR="$cache" HOIST_BACKGROUND_COMPILE=0 time_row "hoist fn eval, cold cache" "rm -rf '$cache'" "$out/input.yaml" "${hoist_cmd[@]}")
+log "hoist warm x$RUNS"
+HOIST_CACHE_DIR="$cache" HOIST_BACKGROUND_COMPILE=0 "${hoist_cmd[@]}" <"$out/input.yaml" >/dev/null 2>&1
+warm_row=$(HOIST_CACHE_DIR="$cache" HOIST_BACKGROUND_COMPILE=0 time_row "hoist fn eval, warm cache" "" "$out/input.yaml" "${hoist_cmd[@]}")
+
+node_mean=$(cut -f2 <<<"$node_row")
+echo "fn eval of $FN ($(( $(stat -c %s "$module") / 1000000 )) MB js/wasm) on $RESOURCES resources; $RUNS runs; load $load; $(nproc) cores"
+echo
+echo "| runner | mean s | min s | peak RSS MiB | vs node |"
+echo "|---|---:|---:|---:|---:|"
+for row in "$node_row" "$cold_row" "$warm_row"; do
+  IFS=$'\t' read -r name mean min rss <<<"$row"
+  ratio=$(python3 -c "print(f'{$node_mean/$mean:.1f}x')")
+  echo "| $name | $mean | $min | $rss | $ratio |"
+done

@@ -1,0 +1,502 @@
+//! One running Go program: start it, call the functions it registered, run its timers.
+
+use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit};
+use crate::value::{Callable, Obj, Value};
+use hoist_runtime::Limit;
+use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Extern, Module, Store};
+
+/// How to run a Go js/wasm program.
+#[derive(Debug, Clone)]
+pub struct GoOptions {
+    /// `os.Args` (wasm_exec uses `["js"]`).
+    pub argv: Vec<String>,
+    /// The environment (`KEY=VALUE`, sorted by key as wasm_exec does).
+    pub env: BTreeMap<String, String>,
+    /// What fd 0 reads.
+    pub stdin: Vec<u8>,
+    /// Linear memory cap in bytes.
+    pub max_memory_bytes: u64,
+    /// Wall-clock limit for the instance's whole life (start and every call).
+    pub timeout: Option<Duration>,
+    /// Cap on each of stdout and stderr, in bytes.
+    pub max_output_bytes: usize,
+    /// Copy the guest's stderr to hoist's stderr as it is written.
+    pub stream_stderr: bool,
+}
+
+impl Default for GoOptions {
+    fn default() -> Self {
+        GoOptions {
+            argv: vec!["js".into()],
+            env: BTreeMap::new(),
+            stdin: Vec::new(),
+            max_memory_bytes: 2 << 30,
+            timeout: Some(Duration::from_secs(60)),
+            max_output_bytes: 64 << 20,
+            stream_stderr: false,
+        }
+    }
+}
+
+/// Why a Go program could not be run or called.
+#[derive(Debug, thiserror::Error)]
+pub enum GoJsError {
+    /// The module does not use Go's js/wasm ABI.
+    #[error(
+        "{what} is not a Go js/wasm module (it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm)"
+    )]
+    NotGoJs {
+        /// The module's location.
+        what: String,
+    },
+    /// The module lacks an export the ABI needs.
+    #[error("{what} has no `{name}` export, which every GOOS=js GOARCH=wasm module has")]
+    MissingExport {
+        /// The module's location.
+        what: String,
+        /// The export.
+        name: &'static str,
+    },
+    /// The module imports something hoist does not provide.
+    #[error(
+        "{what} imports {module}.{name}, which hoist's Go js/wasm host does not provide (is it built by a newer Go, or for the browser?)"
+    )]
+    UnknownImport {
+        /// The module's location.
+        what: String,
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// argv and env do not fit where Go expects them.
+    #[error("the arguments and environment for {what} are too long (Go allows about 8 KiB)")]
+    ArgsTooLong {
+        /// The module's location.
+        what: String,
+    },
+    /// Instantiation failed.
+    #[error("could not start {what}: {message}")]
+    Instantiate {
+        /// The module's location.
+        what: String,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// A limit stopped the program.
+    #[error("{what} was stopped: it exceeded {limit}")]
+    Limit {
+        /// The module's location.
+        what: String,
+        /// Which limit.
+        limit: Limit,
+    },
+    /// The program crashed (a wasm trap) or misused the ABI.
+    #[error("{what} crashed: {message}")]
+    Trap {
+        /// The module's location.
+        what: String,
+        /// What happened.
+        message: String,
+    },
+    /// The program exited while a call into it was running (for example a panic in a
+    /// `js.FuncOf` handler).
+    #[error("{what} exited with code {code} during the call to {call}")]
+    ExitedDuringCall {
+        /// The module's location.
+        what: String,
+        /// The global function being called.
+        call: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// A call was attempted after the program exited.
+    #[error("{what} has already exited (code {code}); it cannot be called")]
+    AlreadyExited {
+        /// The module's location.
+        what: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// The global is not a function Go registered.
+    #[error("{what} did not register a global function `{name}`")]
+    NoSuchFunction {
+        /// The module's location.
+        what: String,
+        /// The global's name.
+        name: String,
+    },
+}
+
+/// A Go program instance.
+pub struct GoInstance {
+    store: Store<GoState>,
+    what: String,
+    max_memory_bytes: u64,
+    max_output_bytes: usize,
+    timeout: Option<Duration>,
+    _ticker: Option<EpochTicker>,
+}
+
+/// Whether `module` imports Go's js/wasm ABI (`gojs`, or `go` before Go 1.21).
+pub fn is_go_js(module: &Module) -> bool {
+    module
+        .imports()
+        .any(|i| host::IMPORT_MODULES.contains(&i.module()))
+}
+
+fn check_module(module: &Module, what: &str) -> Result<(), GoJsError> {
+    if !is_go_js(module) {
+        return Err(GoJsError::NotGoJs { what: what.into() });
+    }
+    for import in module.imports() {
+        let known = host::IMPORT_MODULES.contains(&import.module())
+            && host::IMPORTS.iter().any(|(n, _)| *n == import.name());
+        if !known {
+            return Err(GoJsError::UnknownImport {
+                what: what.into(),
+                module: import.module().into(),
+                name: import.name().into(),
+            });
+        }
+    }
+    for name in ["mem", "run", "resume", "getsp"] {
+        if module.get_export(name).is_none() {
+            return Err(GoJsError::MissingExport {
+                what: what.into(),
+                name,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl GoInstance {
+    /// Instantiates `module` and runs Go's `main` until it waits for an event or exits.
+    pub fn start(
+        engine: &Engine,
+        module: &Module,
+        what: &str,
+        options: GoOptions,
+    ) -> Result<GoInstance, GoJsError> {
+        check_module(module, what)?;
+        let mut state = GoState::new(
+            options.stdin,
+            options.max_memory_bytes,
+            options.max_output_bytes,
+            options.stream_stderr,
+        );
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        state.deadline = deadline;
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticker = arm_deadline_at(&mut store, deadline);
+        let mut inst = GoInstance {
+            store,
+            what: what.to_string(),
+            max_memory_bytes: options.max_memory_bytes,
+            max_output_bytes: options.max_output_bytes,
+            timeout: options.timeout,
+            _ticker: ticker,
+        };
+        let linker = host::linker(engine).map_err(|e| GoJsError::Instantiate {
+            what: what.into(),
+            message: format!("{e:#}"),
+        })?;
+        let instance = linker
+            .instantiate(&mut inst.store, module)
+            .map_err(|e| inst.classify(e, None))?;
+        let missing = |name| GoJsError::MissingExport {
+            what: what.into(),
+            name,
+        };
+        let Some(Extern::Memory(mem)) = instance.get_export(&mut inst.store, "mem") else {
+            return Err(missing("mem"));
+        };
+        let resume = instance
+            .get_typed_func::<(), ()>(&mut inst.store, "resume")
+            .map_err(|_| missing("resume"))?;
+        let getsp = instance
+            .get_typed_func::<(), i32>(&mut inst.store, "getsp")
+            .map_err(|_| missing("getsp"))?;
+        let run = instance
+            .get_typed_func::<(i32, i32), ()>(&mut inst.store, "run")
+            .map_err(|_| missing("run"))?;
+        {
+            let st = inst.store.data_mut();
+            st.mem = Some(mem);
+            st.resume = Some(resume);
+            st.getsp = Some(getsp);
+        }
+        let (argc, argv) = write_args(mem.data_mut(&mut inst.store), &options.argv, &options.env)
+            .ok_or_else(|| GoJsError::ArgsTooLong { what: what.into() })?;
+        match run.call(&mut inst.store, (argc, argv)) {
+            Ok(()) => Ok(inst),
+            Err(e) if e.downcast_ref::<GoExited>().is_some() => Ok(inst),
+            Err(e) => Err(inst.classify(e, None)),
+        }
+    }
+
+    /// The exit code, once the program has exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.store.data().exited
+    }
+
+    /// Whether the program registered a global function `name` (with `js.FuncOf`).
+    pub fn has_function(&self, name: &str) -> bool {
+        matches!(
+            self.store
+                .data()
+                .global
+                .get(name)
+                .as_object()
+                .and_then(Obj::callable),
+            Some(Callable::GoFunc(_))
+        )
+    }
+
+    /// The global property `name`.
+    pub fn global(&self, name: &str) -> Value {
+        self.store.data().global.get(name)
+    }
+
+    /// Calls the global function `name` (registered with `js.FuncOf`) with `args`, as JS
+    /// would (`globalThis[name](...args)`), and returns its result.
+    pub fn call(&mut self, name: &str, args: Vec<Value>) -> Result<Value, GoJsError> {
+        if let Some(code) = self.exit_code() {
+            return Err(GoJsError::AlreadyExited {
+                what: self.what.clone(),
+                code,
+            });
+        }
+        let f = self.store.data().global.get(name);
+        let Some(Callable::GoFunc(id)) = f.as_object().and_then(Obj::callable) else {
+            return Err(GoJsError::NoSuchFunction {
+                what: self.what.clone(),
+                name: name.into(),
+            });
+        };
+        let event = Obj::plain(vec![
+            ("id", Value::Number(f64::from(id))),
+            ("this", Value::Undefined),
+            ("args", Value::Object(Obj::array(args))),
+        ]);
+        self.store
+            .data()
+            .go
+            .set("_pendingEvent", Value::Object(event.clone()));
+        self.resume(Some(name))?;
+        if let Some(code) = self.exit_code() {
+            return Err(GoJsError::ExitedDuringCall {
+                what: self.what.clone(),
+                call: name.into(),
+                code,
+            });
+        }
+        Ok(event.get("result"))
+    }
+
+    fn resume(&mut self, call: Option<&str>) -> Result<(), GoJsError> {
+        let Some(resume) = self.store.data().resume.clone() else {
+            return Err(GoJsError::MissingExport {
+                what: self.what.clone(),
+                name: "resume",
+            });
+        };
+        match resume.call(&mut self.store, ()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.downcast_ref::<GoExited>().is_some() => Ok(()),
+            Err(e) => Err(self.classify(e, call)),
+        }
+    }
+
+    /// Runs timers (as JS's event loop would) until the program exits or has nothing left to
+    /// wait for. Returns whether it exited.
+    pub fn run_until_idle(&mut self) -> Result<bool, GoJsError> {
+        self.run_until(None)
+    }
+
+    /// Runs timers until the program exits, has nothing left to wait for, or (with
+    /// `function`) has registered that global function. Returns whether it exited.
+    pub fn run_until(&mut self, function: Option<&str>) -> Result<bool, GoJsError> {
+        loop {
+            if self.exit_code().is_some() {
+                return Ok(true);
+            }
+            if let Some(name) = function
+                && self.has_function(name)
+            {
+                return Ok(false);
+            }
+            let next = self
+                .store
+                .data()
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, at)| (*id, *at));
+            let Some((id, at)) = next else {
+                return Ok(false);
+            };
+            let deadline = self.store.data().deadline;
+            if let Some(deadline) = deadline
+                && at > deadline
+            {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(self.limit(Limit::Timeout {
+                    after: self.timeout.unwrap_or_default(),
+                }));
+            }
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            self.store.data().go.set("_pendingEvent", Value::Null);
+            self.resume(None)?;
+            // golang/go#28975: resume again while Go still has the fired timer registered.
+            let mut guard = 0;
+            while self.exit_code().is_none()
+                && self.store.data().timers.contains_key(&id)
+                && guard < 3
+            {
+                self.resume(None)?;
+                guard += 1;
+            }
+            self.store.data_mut().timers.remove(&id);
+        }
+    }
+
+    /// Makes Go report a deadlock ("all goroutines are asleep") as node does when the program
+    /// neither exits nor waits for anything: the program then exits with code 2.
+    pub fn report_deadlock(&mut self) -> Result<(), GoJsError> {
+        if self.exit_code().is_some() {
+            return Ok(());
+        }
+        let event = Obj::plain(vec![("id", Value::Number(0.0))]);
+        self.store
+            .data()
+            .go
+            .set("_pendingEvent", Value::Object(event));
+        self.resume(None)
+    }
+
+    /// Everything the program wrote to stdout so far (the buffer is emptied).
+    pub fn take_stdout(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.store.data_mut().stdout)
+    }
+
+    /// Everything the program wrote to stderr so far (the buffer is emptied).
+    pub fn take_stderr(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.store.data_mut().stderr)
+    }
+
+    /// How many bytes of stdin the program has read.
+    pub fn stdin_read(&self) -> usize {
+        self.store.data().stdin_pos
+    }
+
+    /// How many JS values Go currently holds references to (for leak checks).
+    pub fn live_values(&self) -> usize {
+        self.store.data().values.live()
+    }
+
+    /// Current size of linear memory in bytes.
+    pub fn memory_size(&self) -> usize {
+        match self.store.data().mem {
+            Some(mem) => mem.data_size(&self.store),
+            None => 0,
+        }
+    }
+
+    fn limit(&self, limit: Limit) -> GoJsError {
+        GoJsError::Limit {
+            what: self.what.clone(),
+            limit,
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error, call: Option<&str>) -> GoJsError {
+        if e.downcast_ref::<MemoryLimitHit>().is_some() {
+            return self.limit(Limit::Memory {
+                max_bytes: self.max_memory_bytes,
+            });
+        }
+        if e.downcast_ref::<TimeoutHit>().is_some() {
+            return self.limit(Limit::Timeout {
+                after: self.timeout.unwrap_or_default(),
+            });
+        }
+        if e.downcast_ref::<OutputCapHit>().is_some() {
+            return self.limit(Limit::Stdout {
+                max_bytes: self.max_output_bytes,
+            });
+        }
+        if let Some(GoExited(code)) = e.downcast_ref::<GoExited>() {
+            return GoJsError::ExitedDuringCall {
+                what: self.what.clone(),
+                call: call.unwrap_or("main").into(),
+                code: *code,
+            };
+        }
+        let message = if let Some(f) = e.downcast_ref::<HostFault>() {
+            f.0.clone()
+        } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+            format!("wasm trap: {trap}")
+        } else {
+            format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or("unknown error")
+                .to_string()
+        };
+        GoJsError::Trap {
+            what: self.what.clone(),
+            message,
+        }
+    }
+}
+
+/// Writes argv and env at 4096 as wasm_exec does; returns (argc, argv pointer).
+fn write_args(
+    mem: &mut [u8],
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) -> Option<(i32, i32)> {
+    const START: usize = 4096;
+    const LIMIT: usize = 4096 + 8192;
+    let mut offset = START;
+    let mut ptrs: Vec<u32> = Vec::new();
+    let put = |mem: &mut [u8], s: &str, offset: &mut usize| -> Option<u32> {
+        let ptr = *offset;
+        let bytes = s.as_bytes();
+        let end = ptr + bytes.len() + 1;
+        if end > LIMIT || end > mem.len() {
+            return None;
+        }
+        mem[ptr..ptr + bytes.len()].copy_from_slice(bytes);
+        mem[ptr + bytes.len()] = 0;
+        *offset = end.div_ceil(8) * 8;
+        Some(ptr as u32)
+    };
+    for a in argv {
+        ptrs.push(put(mem, a, &mut offset)?);
+    }
+    ptrs.push(0);
+    for (k, v) in env {
+        ptrs.push(put(mem, &format!("{k}={v}"), &mut offset)?);
+    }
+    ptrs.push(0);
+    let argv_ptr = offset;
+    for p in ptrs {
+        if offset + 8 > LIMIT || offset + 8 > mem.len() {
+            return None;
+        }
+        mem[offset..offset + 4].copy_from_slice(&p.to_le_bytes());
+        mem[offset + 4..offset + 8].copy_from_slice(&0u32.to_le_bytes());
+        offset += 8;
+    }
+    if offset >= LIMIT {
+        return None;
+    }
+    Some((argv.len() as i32, argv_ptr as i32))
+}

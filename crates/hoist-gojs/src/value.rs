@@ -1,0 +1,771 @@
+//! The JS value model Go's `syscall/js` sees: values, objects, and the reference table that
+//! maps them to NaN-boxed 64-bit refs (as Go's `wasm_exec.js` does).
+
+use indexmap::IndexMap;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A JS value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// `undefined`.
+    Undefined,
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number (every JS number is an f64).
+    Number(f64),
+    /// A string (compared by content, as JS does).
+    String(Rc<str>),
+    /// An object (compared by identity).
+    Object(Obj),
+}
+
+impl Value {
+    /// A string value.
+    pub fn string(s: &str) -> Value {
+        Value::String(Rc::from(s))
+    }
+
+    /// The object, if this is one.
+    pub fn as_object(&self) -> Option<&Obj> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number, if this is one.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// JS `typeof` (with `null` as "object").
+    pub fn type_of(&self) -> &'static str {
+        match self {
+            Value::Undefined => "undefined",
+            Value::Null => "object",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Object(o) if o.is_function() => "function",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// JS `String(v)`.
+    pub fn to_js_string(&self) -> String {
+        match self {
+            Value::Undefined => "undefined".into(),
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => number_to_string(*n),
+            Value::String(s) => s.to_string(),
+            Value::Object(o) => o.to_js_string(),
+        }
+    }
+
+    /// Property lookup (`undefined` for primitives and missing properties).
+    pub fn get(&self, name: &str) -> Value {
+        match self {
+            Value::Object(o) => o.get(name),
+            Value::String(s) if name == "length" => Value::Number(s.encode_utf16().count() as f64),
+            _ => Value::Undefined,
+        }
+    }
+
+    /// Whether this is JS truthy.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::Undefined | Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => *n != 0.0 && !n.is_nan(),
+            Value::String(s) => !s.is_empty(),
+            Value::Object(_) => true,
+        }
+    }
+}
+
+/// JS `Number.prototype.toString()` for the values Go asks about.
+pub fn number_to_string(n: f64) -> String {
+    if n.is_nan() {
+        "NaN".into()
+    } else if n.is_infinite() {
+        if n > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else if n == 0.0 {
+        "0".into()
+    } else if n.fract() == 0.0 && n.abs() < 1e21 {
+        format!("{n:.0}")
+    } else {
+        format!("{n}")
+    }
+}
+
+/// What is callable about a function object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Callable {
+    /// A function implemented by the host.
+    Builtin(Builtin),
+    /// A Go function registered with `js.FuncOf`, reached through `_makeFuncWrapper(id)`.
+    GoFunc(u32),
+    /// A constructor of one of the host's classes.
+    Class(Class),
+}
+
+/// Host functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// `go._makeFuncWrapper(id)`.
+    MakeFuncWrapper,
+    /// `fs.writeSync(fd, buf)`.
+    FsWriteSync,
+    /// `fs.write(fd, buf, off, len, pos, cb)`.
+    FsWrite,
+    /// `fs.read(fd, buf, off, len, pos, cb)`.
+    FsRead,
+    /// `fs.fsync(fd, cb)` and `fs.close(fd, cb)` on the standard streams.
+    FsOk,
+    /// Every other `fs` method: calls back with an `ENOSYS` error.
+    FsEnosys,
+    /// `process.getuid()` and friends: -1.
+    ProcessMinusOne,
+    /// `process.cwd()`: "/".
+    ProcessCwd,
+    /// `process.getgroups()`, `umask`, `chdir`: throw `ENOSYS`.
+    ProcessEnosys,
+    /// `crypto.getRandomValues(array)`.
+    GetRandomValues,
+    /// `Date.now()` and `performance.now()`-style clocks in milliseconds.
+    DateNow,
+    /// `performance.now()`.
+    PerformanceNow,
+    /// `date.getTimezoneOffset()`: 0 (functions run in UTC).
+    GetTimezoneOffset,
+    /// `date.getTime()`.
+    DateGetTime,
+    /// `console.log/error/warn`: to the guest's stderr.
+    ConsoleLog,
+    /// `path.resolve(...)`: joins with "/".
+    PathResolve,
+}
+
+/// Host classes (constructors usable with `new` and `instanceof`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// `Object`.
+    Object,
+    /// `Array`.
+    Array,
+    /// `Uint8Array`.
+    Uint8Array,
+    /// `Error`.
+    Error,
+    /// `Date`.
+    Date,
+    /// `Function` (for `instanceof Function`).
+    Function,
+}
+
+/// What an object is besides its properties.
+#[derive(Debug)]
+pub enum ObjKind {
+    /// A plain object.
+    Plain,
+    /// An array.
+    Array(Vec<Value>),
+    /// A `Uint8Array`.
+    Bytes(Vec<u8>),
+    /// A function.
+    Function(Callable),
+    /// An `Error`.
+    Error,
+    /// A `Date` (milliseconds since the epoch).
+    Date(f64),
+}
+
+/// An object's data.
+#[derive(Debug)]
+pub struct ObjData {
+    /// Its kind.
+    pub kind: ObjKind,
+    /// Its own properties, in insertion order.
+    pub props: IndexMap<String, Value>,
+}
+
+/// A reference to an object (identity is the allocation).
+#[derive(Clone, Debug)]
+pub struct Obj(Rc<RefCell<ObjData>>);
+
+impl Obj {
+    /// A new object of `kind`.
+    pub fn new(kind: ObjKind) -> Obj {
+        Obj(Rc::new(RefCell::new(ObjData {
+            kind,
+            props: IndexMap::new(),
+        })))
+    }
+
+    /// A new plain object with `props`.
+    pub fn plain(props: Vec<(&str, Value)>) -> Obj {
+        let o = Obj::new(ObjKind::Plain);
+        for (k, v) in props {
+            o.set(k, v);
+        }
+        o
+    }
+
+    /// A new function object.
+    pub fn function(c: Callable) -> Obj {
+        Obj::new(ObjKind::Function(c))
+    }
+
+    /// A new array.
+    pub fn array(items: Vec<Value>) -> Obj {
+        Obj::new(ObjKind::Array(items))
+    }
+
+    /// A new `Error` with `message` (and `code`, for fs errors).
+    pub fn error(name: &str, message: &str, code: Option<&str>) -> Obj {
+        let o = Obj::new(ObjKind::Error);
+        o.set("name", Value::string(name));
+        o.set("message", Value::string(message));
+        if let Some(code) = code {
+            o.set("code", Value::string(code));
+        }
+        o
+    }
+
+    /// Identity key.
+    pub fn key(&self) -> usize {
+        Rc::as_ptr(&self.0) as *const () as usize
+    }
+
+    /// Whether both are the same object.
+    pub fn same(&self, other: &Obj) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Borrows the data.
+    pub fn borrow(&self) -> std::cell::Ref<'_, ObjData> {
+        self.0.borrow()
+    }
+
+    /// Borrows the data mutably.
+    pub fn borrow_mut(&self) -> std::cell::RefMut<'_, ObjData> {
+        self.0.borrow_mut()
+    }
+
+    /// Whether this is a function.
+    pub fn is_function(&self) -> bool {
+        matches!(self.borrow().kind, ObjKind::Function(_))
+    }
+
+    /// The callable part, if this is a function.
+    pub fn callable(&self) -> Option<Callable> {
+        match &self.borrow().kind {
+            ObjKind::Function(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Property lookup, with the few built-in properties of arrays, byte arrays and dates.
+    pub fn get(&self, name: &str) -> Value {
+        let data = self.borrow();
+        if let Some(v) = data.props.get(name) {
+            return v.clone();
+        }
+        match (&data.kind, name) {
+            (ObjKind::Array(items), "length") => Value::Number(items.len() as f64),
+            (ObjKind::Bytes(b), "length" | "byteLength") => Value::Number(b.len() as f64),
+            (ObjKind::Date(_), "getTimezoneOffset") => {
+                Value::Object(Obj::function(Callable::Builtin(Builtin::GetTimezoneOffset)))
+            }
+            (ObjKind::Date(_), "getTime" | "valueOf") => {
+                Value::Object(Obj::function(Callable::Builtin(Builtin::DateGetTime)))
+            }
+            (ObjKind::Array(items), index) => index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i).cloned())
+                .unwrap_or(Value::Undefined),
+            _ => Value::Undefined,
+        }
+    }
+
+    /// Property assignment (`length` of an array truncates or extends it, as in JS).
+    pub fn set(&self, name: &str, value: Value) {
+        let mut data = self.borrow_mut();
+        if let ObjKind::Array(items) = &mut data.kind {
+            if name == "length" {
+                let n = value.as_number().unwrap_or(0.0).max(0.0) as usize;
+                items.resize(n.min(1 << 24), Value::Undefined);
+                return;
+            }
+            if let Ok(i) = name.parse::<usize>() {
+                set_index_in(items, i, value);
+                return;
+            }
+        }
+        data.props.insert(name.to_string(), value);
+    }
+
+    /// `delete o[name]`.
+    pub fn delete(&self, name: &str) {
+        self.borrow_mut().props.shift_remove(name);
+    }
+
+    /// `o[i]`.
+    pub fn index(&self, i: i64) -> Value {
+        let data = self.borrow();
+        match &data.kind {
+            ObjKind::Array(items) => usize::try_from(i)
+                .ok()
+                .and_then(|i| items.get(i).cloned())
+                .unwrap_or(Value::Undefined),
+            ObjKind::Bytes(b) => usize::try_from(i)
+                .ok()
+                .and_then(|i| b.get(i))
+                .map(|b| Value::Number(f64::from(*b)))
+                .unwrap_or(Value::Undefined),
+            _ => data
+                .props
+                .get(&i.to_string())
+                .cloned()
+                .unwrap_or(Value::Undefined),
+        }
+    }
+
+    /// `o[i] = v`.
+    pub fn set_index(&self, i: i64, value: Value) {
+        let mut data = self.borrow_mut();
+        match &mut data.kind {
+            ObjKind::Array(items) => {
+                if let Ok(i) = usize::try_from(i) {
+                    set_index_in(items, i, value);
+                }
+            }
+            ObjKind::Bytes(b) => {
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| b.get_mut(i)) {
+                    // Uint8Array assignment: ToNumber, then modulo 256.
+                    let n = value.as_number().unwrap_or(0.0);
+                    *slot = if n.is_finite() {
+                        (n.trunc() as i64).rem_euclid(256) as u8
+                    } else {
+                        0
+                    };
+                }
+            }
+            _ => {
+                data.props.insert(i.to_string(), value);
+            }
+        }
+    }
+
+    /// JS `length` for arrays, byte arrays and objects with a numeric `length` property.
+    pub fn length(&self) -> f64 {
+        let data = self.borrow();
+        match &data.kind {
+            ObjKind::Array(items) => items.len() as f64,
+            ObjKind::Bytes(b) => b.len() as f64,
+            _ => data
+                .props
+                .get("length")
+                .and_then(Value::as_number)
+                .unwrap_or(f64::NAN),
+        }
+    }
+
+    /// Whether this object is an instance of `class`.
+    pub fn instance_of(&self, class: Class) -> bool {
+        let data = self.borrow();
+        match class {
+            Class::Object => true,
+            Class::Array => matches!(data.kind, ObjKind::Array(_)),
+            Class::Uint8Array => matches!(data.kind, ObjKind::Bytes(_)),
+            Class::Error => matches!(data.kind, ObjKind::Error),
+            Class::Date => matches!(data.kind, ObjKind::Date(_)),
+            Class::Function => matches!(data.kind, ObjKind::Function(_)),
+        }
+    }
+
+    fn to_js_string(&self) -> String {
+        let data = self.borrow();
+        match &data.kind {
+            ObjKind::Plain => "[object Object]".into(),
+            ObjKind::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Undefined | Value::Null => String::new(),
+                    v => v.to_js_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            ObjKind::Bytes(b) => b.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+            ObjKind::Function(_) => "function () { [native code] }".into(),
+            ObjKind::Error => {
+                let name = data
+                    .props
+                    .get("name")
+                    .map(Value::to_js_string)
+                    .unwrap_or_else(|| "Error".into());
+                let message = data
+                    .props
+                    .get("message")
+                    .map(Value::to_js_string)
+                    .unwrap_or_default();
+                if message.is_empty() {
+                    name
+                } else {
+                    format!("{name}: {message}")
+                }
+            }
+            ObjKind::Date(ms) => format!("Date({ms})"),
+        }
+    }
+}
+
+fn set_index_in(items: &mut Vec<Value>, i: usize, value: Value) {
+    // Guard against a guest asking for a gigantic sparse array.
+    if i >= 1 << 24 {
+        return;
+    }
+    if i >= items.len() {
+        items.resize(i + 1, Value::Undefined);
+    }
+    items[i] = value;
+}
+
+/// The NaN-boxing header of every non-number ref.
+pub const NAN_HEAD: u64 = 0x7FF8_0000;
+
+/// Type flags in the upper half of a ref.
+const FLAG_NONE: u64 = 0;
+const FLAG_OBJECT: u64 = 1;
+const FLAG_STRING: u64 = 2;
+const FLAG_FUNCTION: u64 = 4;
+
+/// Predefined ids: NaN, 0, null, true, false, the global object, the Go object.
+pub const ID_NAN: u32 = 0;
+/// Id of the number 0.
+pub const ID_ZERO: u32 = 1;
+/// Id of `null`.
+pub const ID_NULL: u32 = 2;
+/// Id of `true`.
+pub const ID_TRUE: u32 = 3;
+/// Id of `false`.
+pub const ID_FALSE: u32 = 4;
+/// Id of the global object.
+pub const ID_GLOBAL: u32 = 5;
+/// Id of the Go object (`this` of wasm_exec's `Go` class).
+pub const ID_GO: u32 = 6;
+const PREDEFINED: u32 = 7;
+
+#[derive(Debug)]
+struct Slot {
+    value: Value,
+    /// References Go holds; `None` means infinite (predefined values).
+    refs: Option<u64>,
+}
+
+/// A ref Go passed that names no live value.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the Go program used a JS value reference (id {id}) that does not exist")]
+pub struct BadRef {
+    /// The id.
+    pub id: u32,
+}
+
+/// The table of JS values Go holds references to, as in wasm_exec.js: ids are reused LIFO
+/// after `finalizeRef` drops their count to zero; strings are keyed by content and objects by
+/// identity, so one live object always has one id.
+#[derive(Debug)]
+pub struct Values {
+    slots: Vec<Option<Slot>>,
+    strings: HashMap<Rc<str>, u32>,
+    objects: HashMap<usize, u32>,
+    pool: Vec<u32>,
+}
+
+impl Values {
+    /// A table holding the predefined values, with `global` and `go` at ids 5 and 6.
+    pub fn new(global: Obj, go: Obj) -> Values {
+        let pinned = |value| Some(Slot { value, refs: None });
+        let mut objects = HashMap::new();
+        objects.insert(global.key(), ID_GLOBAL);
+        objects.insert(go.key(), ID_GO);
+        Values {
+            slots: vec![
+                pinned(Value::Number(f64::NAN)),
+                pinned(Value::Number(0.0)),
+                pinned(Value::Null),
+                pinned(Value::Bool(true)),
+                pinned(Value::Bool(false)),
+                pinned(Value::Object(global)),
+                pinned(Value::Object(go)),
+            ],
+            strings: HashMap::new(),
+            objects,
+            pool: Vec::new(),
+        }
+    }
+
+    /// Encodes `v` as a ref, taking a reference on it when it lives in the table.
+    pub fn store(&mut self, v: &Value) -> u64 {
+        let (id, flag) = match v {
+            Value::Undefined => return 0,
+            Value::Number(n) if n.is_nan() => return NAN_HEAD << 32,
+            Value::Number(n) if *n != 0.0 => return n.to_bits(),
+            Value::Number(_) => (ID_ZERO, FLAG_NONE),
+            Value::Null => (ID_NULL, FLAG_NONE),
+            Value::Bool(true) => (ID_TRUE, FLAG_NONE),
+            Value::Bool(false) => (ID_FALSE, FLAG_NONE),
+            Value::String(s) => {
+                let id = match self.strings.get(s) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.allocate(v.clone());
+                        self.strings.insert(s.clone(), id);
+                        id
+                    }
+                };
+                self.take_ref(id);
+                (id, FLAG_STRING)
+            }
+            Value::Object(o) => {
+                let id = match self.objects.get(&o.key()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.allocate(v.clone());
+                        self.objects.insert(o.key(), id);
+                        id
+                    }
+                };
+                self.take_ref(id);
+                let flag = if o.is_function() {
+                    FLAG_FUNCTION
+                } else {
+                    FLAG_OBJECT
+                };
+                (id, flag)
+            }
+        };
+        ((NAN_HEAD | flag) << 32) | u64::from(id)
+    }
+
+    fn allocate(&mut self, value: Value) -> u32 {
+        let slot = Some(Slot {
+            value,
+            refs: Some(0),
+        });
+        match self.pool.pop() {
+            Some(id) => {
+                if let Some(s) = self.slots.get_mut(id as usize) {
+                    *s = slot;
+                }
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take_ref(&mut self, id: u32) {
+        if let Some(Some(Slot {
+            refs: Some(refs), ..
+        })) = self.slots.get_mut(id as usize)
+        {
+            *refs += 1;
+        }
+    }
+
+    /// Decodes a ref.
+    pub fn load(&self, bits: u64) -> Result<Value, BadRef> {
+        let f = f64::from_bits(bits);
+        if f == 0.0 {
+            return Ok(Value::Undefined);
+        }
+        if !f.is_nan() {
+            return Ok(Value::Number(f));
+        }
+        let id = bits as u32;
+        match self.slots.get(id as usize) {
+            Some(Some(slot)) => Ok(slot.value.clone()),
+            _ => Err(BadRef { id }),
+        }
+    }
+
+    /// Drops one of Go's references to `id`; at zero the id returns to the pool.
+    pub fn finalize(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        let Some(Slot {
+            refs: Some(refs), ..
+        }) = slot
+        else {
+            return;
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs > 0 {
+            return;
+        }
+        if let Some(Slot { value, .. }) = slot.take() {
+            match value {
+                Value::String(s) => {
+                    self.strings.remove(&s);
+                }
+                Value::Object(o) => {
+                    self.objects.remove(&o.key());
+                }
+                _ => {}
+            }
+        }
+        if id >= PREDEFINED {
+            self.pool.push(id);
+        }
+    }
+
+    /// How many ids are in use (predefined ones included).
+    pub fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// The number of references Go holds on `id` (`None`: predefined or free).
+    pub fn refs(&self, id: u32) -> Option<u64> {
+        self.slots.get(id as usize)?.as_ref()?.refs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Values {
+        Values::new(Obj::new(ObjKind::Plain), Obj::new(ObjKind::Plain))
+    }
+
+    #[test]
+    fn primitives_encode_as_wasm_exec_does() {
+        let mut t = table();
+        assert_eq!(t.store(&Value::Undefined), 0);
+        assert_eq!(t.store(&Value::Number(1.5)), 1.5f64.to_bits());
+        assert_eq!(t.store(&Value::Number(0.0)), (NAN_HEAD << 32) | 1);
+        assert_eq!(t.store(&Value::Number(-0.0)), (NAN_HEAD << 32) | 1);
+        assert_eq!(t.store(&Value::Number(f64::NAN)), NAN_HEAD << 32);
+        assert_eq!(t.store(&Value::Null), (NAN_HEAD << 32) | 2);
+        assert_eq!(t.store(&Value::Bool(true)), (NAN_HEAD << 32) | 3);
+        assert_eq!(t.store(&Value::Bool(false)), (NAN_HEAD << 32) | 4);
+        // Loading them back.
+        assert!(matches!(t.load(0).unwrap(), Value::Undefined));
+        assert!(matches!(t.load((NAN_HEAD << 32) | 2).unwrap(), Value::Null));
+        assert!(matches!(
+            t.load((NAN_HEAD << 32) | 3).unwrap(),
+            Value::Bool(true)
+        ));
+        assert_eq!(t.load(2.25f64.to_bits()).unwrap().as_number(), Some(2.25));
+        assert!(
+            t.load(NAN_HEAD << 32)
+                .unwrap()
+                .as_number()
+                .unwrap()
+                .is_nan()
+        );
+        // -0 as raw bits is "undefined" to the loader, as in JS (f === 0).
+        assert!(matches!(
+            t.load((-0.0f64).to_bits()).unwrap(),
+            Value::Undefined
+        ));
+    }
+
+    #[test]
+    fn strings_share_an_id_by_content_and_ids_are_reused_lifo() {
+        let mut t = table();
+        let a = t.store(&Value::string("a"));
+        let a2 = t.store(&Value::string("a"));
+        assert_eq!(a, a2, "one id per string content");
+        assert_eq!(a >> 32, NAN_HEAD | FLAG_STRING);
+        let id_a = a as u32;
+        assert_eq!(id_a, PREDEFINED);
+        assert_eq!(t.refs(id_a), Some(2));
+        let b = t.store(&Value::string("b")) as u32;
+        assert_eq!(b, PREDEFINED + 1);
+        t.finalize(id_a);
+        assert_eq!(t.refs(id_a), Some(1), "still referenced once");
+        t.finalize(id_a);
+        assert_eq!(t.refs(id_a), None, "freed");
+        assert!(t.load(a).is_err(), "a freed id no longer loads");
+        t.finalize(b);
+        // LIFO: b's id comes back first, then a's.
+        assert_eq!(t.store(&Value::string("c")) as u32, b);
+        assert_eq!(t.store(&Value::string("d")) as u32, id_a);
+        assert_eq!(t.live(), PREDEFINED as usize + 2);
+    }
+
+    #[test]
+    fn objects_keep_one_id_and_functions_get_flag_4() {
+        let mut t = table();
+        let o = Obj::plain(vec![]);
+        let r1 = t.store(&Value::Object(o.clone()));
+        let r2 = t.store(&Value::Object(o.clone()));
+        assert_eq!(r1, r2);
+        assert_eq!(r1 >> 32, NAN_HEAD | FLAG_OBJECT);
+        let f = Obj::function(Callable::GoFunc(3));
+        let rf = t.store(&Value::Object(f.clone()));
+        assert_eq!(rf >> 32, NAN_HEAD | FLAG_FUNCTION);
+        let loaded = t.load(rf).unwrap();
+        assert!(loaded.as_object().unwrap().same(&f));
+        // Predefined values are never freed.
+        t.finalize(ID_GLOBAL);
+        t.finalize(ID_NULL);
+        assert!(
+            t.load((NAN_HEAD | FLAG_OBJECT) << 32 | u64::from(ID_GLOBAL))
+                .is_ok()
+        );
+        assert!(matches!(t.load((NAN_HEAD << 32) | 2).unwrap(), Value::Null));
+    }
+
+    #[test]
+    fn js_string_conversion() {
+        assert_eq!(Value::Number(1.0).to_js_string(), "1");
+        assert_eq!(Value::Number(1.5).to_js_string(), "1.5");
+        assert_eq!(Value::Number(-3.0).to_js_string(), "-3");
+        assert_eq!(Value::Bool(true).to_js_string(), "true");
+        assert_eq!(Value::Null.to_js_string(), "null");
+        let arr = Obj::array(vec![Value::Number(1.0), Value::Null, Value::string("x")]);
+        assert_eq!(Value::Object(arr).to_js_string(), "1,,x");
+        let err = Obj::error("TypeError", "boom", None);
+        assert_eq!(Value::Object(err).to_js_string(), "TypeError: boom");
+    }
+
+    #[test]
+    fn arrays_and_byte_arrays() {
+        let a = Obj::array(vec![]);
+        a.set_index(2, Value::Number(7.0));
+        assert_eq!(a.length(), 3.0);
+        assert!(matches!(a.index(0), Value::Undefined));
+        assert_eq!(a.index(2).as_number(), Some(7.0));
+        let b = Obj::new(ObjKind::Bytes(vec![0; 2]));
+        b.set_index(0, Value::Number(257.0));
+        b.set_index(5, Value::Number(1.0)); // out of range: ignored
+        assert_eq!(b.index(0).as_number(), Some(1.0));
+        assert_eq!(b.length(), 2.0);
+        assert!(b.instance_of(Class::Uint8Array));
+        assert!(!a.instance_of(Class::Uint8Array));
+        assert!(a.instance_of(Class::Object));
+    }
+}

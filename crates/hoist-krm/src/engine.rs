@@ -1,0 +1,807 @@
+//! Running functions on items: one step (selection, ids, run, merge), `fn eval` and
+//! `fn render`, with kpt's console output.
+
+use crate::function::{self, FnLimits, FnOutput, FnRunError};
+use crate::kptfile::{self, FunctionSpec, Pipeline};
+use crate::package::{self, Originals, PackageError};
+use crate::resource_list::{self as rl, FnResult, ID, LEGACY_ID, ResourceList};
+use crate::selector::{self, Selector};
+use hoist_modules::{Digests, ModulePipeline};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// kpt's default image prefix for short names.
+pub const DEFAULT_IMAGE_PREFIX: &str = "ghcr.io/kptdev/krm-functions-catalog/";
+
+/// A function to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FnRef {
+    /// An image or Wasm module location (`-i`, `image:`).
+    Image(String),
+    /// A local program or `.wasm` file (`--exec`, `exec:`), with arguments.
+    Exec {
+        /// The program path.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+}
+
+impl FnRef {
+    /// What kpt prints for it.
+    pub fn display(&self) -> String {
+        match self {
+            FnRef::Image(i) => i.clone(),
+            FnRef::Exec { program, args } if args.is_empty() => program.clone(),
+            FnRef::Exec { program, args } => format!("{program} {}", args.join(" ")),
+        }
+    }
+}
+
+/// Runs functions: loads modules through the shared module pipeline.
+pub struct Runner {
+    /// The module pipeline (cache, provenance, OCI).
+    pub modules: ModulePipeline,
+    /// Limits for every run.
+    pub limits: FnLimits,
+    /// `--image-prefix` for short names.
+    pub image_prefix: String,
+    /// Image name (without tag) -> local wasm path (`HOIST_FN_IMAGE_MAP`).
+    pub image_map: BTreeMap<String, String>,
+    /// Whether native `exec` functions may run.
+    pub allow_exec: bool,
+}
+
+/// Failures of one function step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The module could not be loaded.
+    #[error("could not load function {function}: {message}")]
+    Load {
+        /// The function.
+        function: String,
+        /// Why.
+        message: String,
+    },
+    /// The function could not be run.
+    #[error(transparent)]
+    Run(#[from] FnRunError),
+    /// exec without permission.
+    #[error(
+        "function {0} is an exec function: pass --allow-exec to run native programs from a Kptfile"
+    )]
+    ExecNotAllowed(String),
+}
+
+impl Runner {
+    /// The location to load for an image reference: a local path or URL as given; a mapped
+    /// image; otherwise `oci://` with kpt's prefix for short names.
+    pub fn resolve_image(&self, image: &str) -> String {
+        if image.contains("://") || image.ends_with(".wasm") || image.ends_with(".wasm.gz") {
+            return image.to_string();
+        }
+        if Path::new(image).is_file() {
+            return image.to_string();
+        }
+        let full = if image.contains('/') {
+            image.to_string()
+        } else {
+            format!("{}{image}", self.image_prefix)
+        };
+        let name = strip_tag(&full);
+        for key in [name.as_str(), strip_tag(image).as_str()] {
+            if let Some(path) = self.image_map.get(key) {
+                return path.clone();
+            }
+        }
+        let full = if full.contains('@') || has_tag(&full) {
+            full
+        } else {
+            format!("{full}:latest")
+        };
+        format!("oci://{full}")
+    }
+
+    /// Runs `f` on the serialized ResourceList `input`. `base` resolves relative exec paths.
+    pub fn run(&self, f: &FnRef, input: &[u8], base: &Path) -> Result<FnOutput, StepError> {
+        match f {
+            FnRef::Image(image) => {
+                let location = self.resolve_image(image);
+                let ready =
+                    self.modules
+                        .load(&location, Digests::Sha256)
+                        .map_err(|e| StepError::Load {
+                            function: image.clone(),
+                            message: load_hint(image, &location, &e.to_string()),
+                        })?;
+                Ok(function::run_wasm(
+                    ready.engine,
+                    &ready.loaded,
+                    image,
+                    input,
+                    self.limits,
+                )?)
+            }
+            FnRef::Exec { program, args } => {
+                let path = if Path::new(program).is_absolute() {
+                    PathBuf::from(program)
+                } else {
+                    base.join(program)
+                };
+                let path_str = path.to_string_lossy().into_owned();
+                if program.ends_with(".wasm") {
+                    let ready = self.modules.load(&path_str, Digests::Sha256).map_err(|e| {
+                        StepError::Load {
+                            function: program.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    return Ok(function::run_wasm(
+                        ready.engine,
+                        &ready.loaded,
+                        program,
+                        input,
+                        self.limits,
+                    )?);
+                }
+                if !self.allow_exec {
+                    return Err(StepError::ExecNotAllowed(program.clone()));
+                }
+                let program = if path.exists() {
+                    path_str
+                } else {
+                    program.clone()
+                };
+                Ok(function::run_exec(&program, args, input)?)
+            }
+        }
+    }
+}
+
+fn load_hint(image: &str, location: &str, message: &str) -> String {
+    if location.starts_with("oci://") {
+        format!(
+            "{message} (hoist runs only Wasm KRM functions: {image} must be an OCI artifact with a js/wasm or wasip1/wasm module, as `kpt alpha wasm push` or `hoist push --format kpt` write; a container image is not a Wasm function. Map images to local modules with HOIST_FN_IMAGE_MAP)"
+        )
+    } else {
+        message.to_string()
+    }
+}
+
+fn has_tag(r: &str) -> bool {
+    let last = r.rsplit('/').next().unwrap_or(r);
+    last.contains(':')
+}
+
+fn strip_tag(r: &str) -> String {
+    let r = r.split('@').next().unwrap_or(r);
+    if has_tag(r) {
+        match r.rfind(':') {
+            Some(i) => r[..i].to_string(),
+            None => r.to_string(),
+        }
+    } else {
+        r.to_string()
+    }
+}
+
+/// The record of one function run, for printing, results files and Kptfile status.
+#[derive(Debug, Clone, Default)]
+pub struct StepRecord {
+    /// `image` of the function, when an image.
+    pub image: Option<String>,
+    /// `exec` of the function, when an exec.
+    pub exec: Option<String>,
+    /// Its stderr.
+    pub stderr: String,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// Structured results.
+    pub results: Vec<FnResult>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl StepRecord {
+    /// The display name.
+    pub fn name(&self) -> String {
+        self.image
+            .clone()
+            .or_else(|| self.exec.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Options of the console output.
+#[derive(Debug, Clone, Copy)]
+pub struct PrintOptions {
+    /// Shorten long result and stderr blocks as kpt does.
+    pub truncate: bool,
+}
+
+const MAX_LINES: usize = 4;
+
+fn block(out: &mut dyn Write, title: &str, lines: &[String], opts: PrintOptions) {
+    if lines.is_empty() {
+        return;
+    }
+    let shown = if opts.truncate && lines.len() > MAX_LINES {
+        &lines[..MAX_LINES]
+    } else {
+        lines
+    };
+    let indent = " ".repeat(title.len() + 5);
+    for (i, l) in shown.iter().enumerate() {
+        if i == 0 {
+            let _ = writeln!(out, "  [{title}]: {l}");
+        } else {
+            let _ = writeln!(out, "{indent}{l}");
+        }
+    }
+    if shown.len() < lines.len() {
+        let _ = writeln!(
+            out,
+            "{indent}...({} line(s) truncated, use '--truncate-output=false' to disable)",
+            lines.len() - shown.len()
+        );
+    }
+}
+
+/// Prints the `[PASS]`/`[FAIL]` line and result/stderr blocks of a step.
+pub fn print_step(out: &mut dyn Write, rec: &StepRecord, opts: PrintOptions) {
+    let secs = rec.elapsed.as_secs_f64();
+    let t = if secs < 0.05 {
+        "0s".to_string()
+    } else {
+        format!("{secs:.1}s")
+    };
+    let failed = rec.error.is_some();
+    let _ = writeln!(
+        out,
+        "[{}] \"{}\" in {t}",
+        if failed { "FAIL" } else { "PASS" },
+        rec.name()
+    );
+    let results: Vec<String> = rec.results.iter().map(FnResult::display_line).collect();
+    block(out, "Results", &results, opts);
+    if failed {
+        let stderr: Vec<String> = rec.stderr.lines().map(str::to_string).collect();
+        block(out, "Stderr", &stderr, opts);
+        if let Some(e) = &rec.error
+            && rec.exit_code == 0
+        {
+            let _ = writeln!(out, "  [Error]: {e}");
+        }
+        let _ = writeln!(out, "  [Exit code]: {}", rec.exit_code.max(1));
+    }
+}
+
+/// Runs one function on `items`, honouring selectors: the function sees only selected items
+/// (each tagged with an id), and its output is merged back (replaced by id, new ones appended,
+/// selected ones it dropped deleted, unselected ones kept).
+pub fn run_step(
+    runner: &Runner,
+    f: &FnRef,
+    items: &[Value],
+    function_config: Option<Value>,
+    selectors: &[Selector],
+    exclude: &[Selector],
+    base: &Path,
+) -> (Result<Vec<Value>, String>, StepRecord) {
+    let started = Instant::now();
+    let mut rec = StepRecord {
+        image: matches!(f, FnRef::Image(_)).then(|| f.display()),
+        exec: matches!(f, FnRef::Exec { .. }).then(|| f.display()),
+        ..Default::default()
+    };
+    let selecting = !selectors.is_empty() || !exclude.is_empty();
+    let chosen = selector::select(items, selectors, exclude);
+    let mut input_items = Vec::with_capacity(chosen.len());
+    for (n, &i) in chosen.iter().enumerate() {
+        let mut item = items[i].clone();
+        rl::set_annotation(&mut item, ID, &n.to_string());
+        rl::set_annotation(&mut item, LEGACY_ID, &n.to_string());
+        input_items.push(item);
+    }
+    let input = ResourceList {
+        items: input_items,
+        function_config,
+        results: Vec::new(),
+    };
+    let yaml = input.to_yaml();
+    let out = runner.run(f, yaml.as_bytes(), base);
+    rec.elapsed = started.elapsed();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = e.to_string();
+            rec.exit_code = 1;
+            rec.error = Some(msg.clone());
+            return (Err(msg), rec);
+        }
+    };
+    rec.stderr = out.stderr.clone();
+    rec.exit_code = out.exit_code;
+    let text = String::from_utf8_lossy(&out.output).into_owned();
+    let parsed = if text.trim().is_empty() && out.exit_code != 0 {
+        None
+    } else {
+        Some(ResourceList::parse(&text))
+    };
+    if let Some(Ok(list)) = &parsed {
+        rec.results = list.results.clone();
+    }
+    if out.exit_code != 0 {
+        let msg = format!(
+            "function {} exited with code {}",
+            f.display(),
+            out.exit_code
+        );
+        rec.error = Some(msg.clone());
+        return (Err(msg), rec);
+    }
+    let list = match parsed {
+        Some(Ok(list)) => list,
+        Some(Err(e)) => {
+            let msg = format!("function {} returned invalid output: {e}", f.display());
+            rec.error = Some(msg.clone());
+            return (Err(msg), rec);
+        }
+        None => {
+            let msg = format!("function {} returned no output", f.display());
+            rec.error = Some(msg.clone());
+            return (Err(msg), rec);
+        }
+    };
+    if list.results.iter().any(FnResult::is_error) {
+        let msg = format!("function {} reported errors", f.display());
+        rec.error = Some(msg.clone());
+        rec.exit_code = 1;
+        return (Err(msg), rec);
+    }
+    // Map outputs back to inputs.
+    let mut by_input: BTreeMap<usize, Vec<Value>> = BTreeMap::new();
+    let mut fresh = Vec::new();
+    let mut ordered = Vec::new();
+    for mut item in list.items {
+        let id = rl::annotation(&item, ID)
+            .or_else(|| rl::annotation(&item, LEGACY_ID))
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|n| *n < chosen.len());
+        let before = id.map(|n| {
+            let orig = &items[chosen[n]];
+            (
+                rl::annotation(orig, rl::PATH).unwrap_or("").to_string(),
+                rl::annotation(orig, rl::INDEX).unwrap_or("").to_string(),
+            )
+        });
+        package::sync_annotations(
+            &mut item,
+            before.as_ref().map(|(p, i)| (p.as_str(), i.as_str())),
+        );
+        rl::remove_annotations(&mut item, &[ID, LEGACY_ID]);
+        if !selecting {
+            ordered.push(item);
+            continue;
+        }
+        match id {
+            Some(n) => by_input.entry(chosen[n]).or_default().push(item),
+            None => fresh.push(item),
+        }
+    }
+    if !selecting {
+        return (Ok(ordered), rec);
+    }
+    let selected: std::collections::BTreeSet<usize> = chosen.iter().copied().collect();
+    let mut merged = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if selected.contains(&i) {
+            if let Some(outs) = by_input.remove(&i) {
+                merged.extend(outs);
+            }
+        } else {
+            merged.push(item.clone());
+        }
+    }
+    merged.extend(fresh);
+    (Ok(merged), rec)
+}
+
+/// A FunctionResultList (`--results-dir`), kpt's layout.
+pub fn results_file(records: &[StepRecord], exit_code: i32) -> String {
+    let items: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            if let Some(i) = &r.image {
+                m.insert("image".into(), Value::String(i.clone()));
+            }
+            if let Some(e) = &r.exec {
+                m.insert("exec".into(), Value::String(e.clone()));
+            }
+            let stderr = if r.image.is_some() {
+                r.stderr.trim_end_matches('\n').to_string()
+            } else {
+                r.stderr.clone()
+            };
+            if !stderr.is_empty() {
+                m.insert("stderr".into(), Value::String(stderr));
+            }
+            m.insert("exitCode".into(), Value::from(r.exit_code));
+            if !r.results.is_empty() {
+                m.insert(
+                    "results".into(),
+                    Value::Array(r.results.iter().map(FnResult::to_value).collect()),
+                );
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("apiVersion".into(), Value::String("kpt.dev/v1".into()));
+    m.insert("kind".into(), Value::String("FunctionResultList".into()));
+    let mut meta = Map::new();
+    meta.insert("name".into(), Value::String("fnresults".into()));
+    m.insert("metadata".into(), Value::Object(meta));
+    m.insert("exitCode".into(), Value::from(exit_code));
+    m.insert("items".into(), Value::Array(items));
+    crate::yaml::emit(&Value::Object(m))
+}
+
+/// Writes `results.yaml` into `dir`.
+pub fn write_results(
+    dir: &Path,
+    records: &[StepRecord],
+    exit_code: i32,
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("results.yaml");
+    std::fs::write(&path, results_file(records, exit_code))?;
+    Ok(path)
+}
+
+/// Where `fn eval`/`fn render` write their output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Back into the package (the default).
+    InPlace,
+    /// A wrapped ResourceList on stdout.
+    Stdout,
+    /// Multi-document YAML without annotations on stdout.
+    Unwrap,
+    /// A new directory.
+    Dir(PathBuf),
+}
+
+impl Output {
+    /// Parses `-o`.
+    pub fn parse(s: Option<&str>) -> Output {
+        match s {
+            None | Some("") => Output::InPlace,
+            Some("stdout") => Output::Stdout,
+            Some("unwrap") => Output::Unwrap,
+            Some(d) => Output::Dir(PathBuf::from(d)),
+        }
+    }
+}
+
+/// Errors of `fn render` before or between functions.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// Package I/O.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// The package has no Kptfile.
+    #[error("{0} has no Kptfile: fn render needs a kpt package (a directory with a Kptfile)")]
+    NoKptfile(PathBuf),
+    /// The Kptfile's pipeline is malformed.
+    #[error("Kptfile of package {package}: {message}")]
+    BadPipeline {
+        /// The package.
+        package: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A configPath names no resource of the package.
+    #[error("package {package}: configPath {path:?} is not a resource of the package")]
+    MissingConfig {
+        /// The package.
+        package: String,
+        /// The configPath.
+        path: String,
+    },
+    /// A function failed.
+    #[error("{0}")]
+    Function(String),
+}
+
+/// Everything a render produced.
+pub struct Rendered {
+    /// The hydrated items (paths relative to the root).
+    pub items: Vec<Value>,
+    /// What was read, for write-back.
+    pub originals: Originals,
+    /// Every function run, in order.
+    pub records: Vec<StepRecord>,
+    /// How many packages.
+    pub packages: usize,
+}
+
+/// `fn render`: hydrates the package at `root` depth-first (subpackages first, sorted), each
+/// package's mutators then validators running on its resources and its subpackages' output.
+pub fn render(
+    runner: &Runner,
+    root: &Path,
+    out: &mut dyn Write,
+    print: PrintOptions,
+) -> (Result<(), RenderError>, Rendered) {
+    let mut st = Rendered {
+        items: Vec::new(),
+        originals: Originals::default(),
+        records: Vec::new(),
+        packages: 0,
+    };
+    if !root.join(package::KPTFILE).is_file() {
+        return (Err(RenderError::NoKptfile(root.to_path_buf())), st);
+    }
+    let root_name = root
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| ".".into());
+    let r = hydrate(runner, root, "", &root_name, &mut st, out, print);
+    match r {
+        Ok(items) => {
+            st.items = items;
+            (Ok(()), st)
+        }
+        Err(e) => (Err(e), st),
+    }
+}
+
+fn hydrate(
+    runner: &Runner,
+    root: &Path,
+    rel: &str,
+    root_name: &str,
+    st: &mut Rendered,
+    out: &mut dyn Write,
+    print: PrintOptions,
+) -> Result<Vec<Value>, RenderError> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let prefix = if rel.is_empty() {
+        String::new()
+    } else {
+        format!("{rel}/")
+    };
+    let display = if rel.is_empty() {
+        root_name.to_string()
+    } else {
+        format!("{root_name}/{rel}")
+    };
+    let mut items = package::read_package(&dir, false, &prefix, &mut st.originals)?;
+    let kptfile_path = format!("{prefix}{}", package::KPTFILE);
+    let kptfile = items
+        .iter()
+        .find(|i| rl::annotation(i, rl::PATH) == Some(kptfile_path.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    for sub in package::direct_subpackages(&dir)? {
+        let sub_rel = format!("{prefix}{sub}");
+        items.extend(hydrate(runner, root, &sub_rel, root_name, st, out, print)?);
+    }
+    st.packages += 1;
+    let pipeline =
+        Pipeline::from_kptfile(&kptfile).map_err(|message| RenderError::BadPipeline {
+            package: display.clone(),
+            message,
+        })?;
+    if pipeline.is_empty() {
+        return Ok(items);
+    }
+    let _ = writeln!(out, "Package \"{display}\": ");
+    for (validator, spec) in pipeline
+        .mutators
+        .iter()
+        .map(|m| (false, m))
+        .chain(pipeline.validators.iter().map(|v| (true, v)))
+    {
+        let config = function_config(spec, &items, &prefix, &display)?;
+        let f = match (&spec.image, &spec.exec) {
+            (Some(image), _) => FnRef::Image(match &spec.tag {
+                Some(tag) if !has_tag(image) => format!("{image}:{tag}"),
+                _ => image.clone(),
+            }),
+            (None, Some(exec)) => {
+                let mut parts = exec.split_whitespace().map(str::to_string);
+                FnRef::Exec {
+                    program: parts.next().unwrap_or_default(),
+                    args: parts.collect(),
+                }
+            }
+            (None, None) => continue,
+        };
+        let _ = writeln!(
+            out,
+            "[RUNNING] \"{}\" on package \"{display}\"",
+            spec.display()
+        );
+        // The function sees paths relative to its own package.
+        let local: Vec<Value> = items.iter().map(|i| relocate(i, &prefix, "")).collect();
+        let (result, rec) = run_step(
+            runner,
+            &f,
+            &local,
+            config,
+            &spec.selectors,
+            &spec.exclude,
+            &dir,
+        );
+        print_step(out, &rec, print);
+        st.records.push(rec);
+        let new_items = result.map_err(RenderError::Function)?;
+        if validator {
+            continue;
+        }
+        let mut back = Vec::with_capacity(new_items.len());
+        for item in new_items {
+            let (p, _) = package::path_and_index(&item);
+            package::check_inside(&item, &p, &display)?;
+            back.push(relocate(&item, "", &prefix));
+        }
+        items = back;
+    }
+    let _ = writeln!(out);
+    Ok(items)
+}
+
+/// Rewrites an item's path annotations from prefix `from` to prefix `to`.
+fn relocate(item: &Value, from: &str, to: &str) -> Value {
+    if from == to {
+        return item.clone();
+    }
+    let mut item = item.clone();
+    let (path, index) = package::path_and_index(&item);
+    if rl::annotation(&item, rl::PATH).is_none() && rl::annotation(&item, rl::LEGACY_PATH).is_none()
+    {
+        // A new item without a path: it gets kyaml's default name inside this package.
+        let p = format!("{to}{path}");
+        rl::set_annotation(&mut item, rl::PATH, &p);
+        rl::set_annotation(&mut item, rl::LEGACY_PATH, &p);
+        return item;
+    }
+    let stripped = path.strip_prefix(from).unwrap_or(&path);
+    let p = format!("{to}{stripped}");
+    rl::set_annotation(&mut item, rl::PATH, &p);
+    rl::set_annotation(&mut item, rl::LEGACY_PATH, &p);
+    if index != usize::MAX {
+        rl::set_annotation(&mut item, rl::INDEX, &index.to_string());
+        rl::set_annotation(&mut item, rl::LEGACY_INDEX, &index.to_string());
+    }
+    item
+}
+
+fn function_config(
+    spec: &FunctionSpec,
+    items: &[Value],
+    prefix: &str,
+    display: &str,
+) -> Result<Option<Value>, RenderError> {
+    if let Some(data) = &spec.config_map {
+        return Ok(Some(kptfile::config_map(data)));
+    }
+    if let Some(path) = &spec.config_path {
+        let want = format!("{prefix}{}", path.trim_start_matches("./"));
+        // Re-read from the current, already mutated resources.
+        let found = items
+            .iter()
+            .find(|i| rl::annotation(i, rl::PATH) == Some(want.as_str()))
+            .cloned()
+            .ok_or_else(|| RenderError::MissingConfig {
+                package: display.into(),
+                path: path.clone(),
+            })?;
+        let mut c = found;
+        rl::remove_annotations(&mut c, package::INTERNAL_ANNOTATIONS);
+        return Ok(Some(c));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_resolve_as_kpt_does() {
+        let runner = Runner {
+            modules: ModulePipeline::new(hoist_modules::ModuleOptions {
+                cache_dir: None,
+                ..Default::default()
+            })
+            .unwrap(),
+            limits: FnLimits::default(),
+            image_prefix: DEFAULT_IMAGE_PREFIX.into(),
+            image_map: [(
+                "ghcr.io/kptdev/krm-functions-catalog/set-labels".to_string(),
+                "/tmp/set-labels.wasm".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            allow_exec: false,
+        };
+        assert_eq!(
+            runner.resolve_image("set-namespace:v0.4.1"),
+            "oci://ghcr.io/kptdev/krm-functions-catalog/set-namespace:v0.4.1"
+        );
+        assert_eq!(
+            runner.resolve_image("set-namespace"),
+            "oci://ghcr.io/kptdev/krm-functions-catalog/set-namespace:latest"
+        );
+        assert_eq!(
+            runner.resolve_image("127.0.0.1:5000/fns/x:v1"),
+            "oci://127.0.0.1:5000/fns/x:v1"
+        );
+        assert_eq!(
+            runner.resolve_image("127.0.0.1:5000/fns/x"),
+            "oci://127.0.0.1:5000/fns/x:latest"
+        );
+        assert_eq!(
+            runner.resolve_image("set-labels:v0.2"),
+            "/tmp/set-labels.wasm"
+        );
+        assert_eq!(runner.resolve_image("./fn.wasm"), "./fn.wasm");
+        assert_eq!(runner.resolve_image("oci://r/x:1"), "oci://r/x:1");
+    }
+
+    #[test]
+    fn results_file_has_kpt_layout() {
+        let rec = StepRecord {
+            image: Some("set-namespace".into()),
+            stderr: "a\nb\n".into(),
+            results: vec![FnResult {
+                message: "done".into(),
+                severity: "info".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = results_file(&[rec], 0);
+        let v = crate::yaml::parse_one(&text).unwrap();
+        assert_eq!(v["kind"], "FunctionResultList");
+        assert_eq!(v["metadata"]["name"], "fnresults");
+        assert_eq!(v["items"][0]["stderr"], "a\nb");
+        assert_eq!(v["items"][0]["results"][0]["message"], "done");
+    }
+
+    #[test]
+    fn step_output_blocks_truncate() {
+        let rec = StepRecord {
+            image: Some("f".into()),
+            results: (0..6)
+                .map(|i| FnResult {
+                    message: format!("m{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        print_step(&mut buf, &rec, PrintOptions { truncate: true });
+        let s = String::from_utf8(buf).unwrap();
+        assert!(
+            s.starts_with("[PASS] \"f\" in 0s\n  [Results]: [info]: m0\n"),
+            "{s}"
+        );
+        assert!(s.contains("...(2 line(s) truncated"), "{s}");
+    }
+}

@@ -1,0 +1,3 @@
+module hoist.test/gojs-probe
+
+go 1.21
