@@ -345,6 +345,7 @@ impl ModulePipeline {
             self.options.checksum.as_ref(),
         )?;
         tracing::info!(module = location, sha256 = %sha256, "module unchanged since last run (digest memo)");
+        log_ready(location, &loaded);
         if loaded.compiler != Compiler::Cranelift {
             self.schedule_upgrade(&sha256, UpgradeSource::File(location));
         }
@@ -395,13 +396,7 @@ impl ModulePipeline {
                 (baseline, baseline.load(wasm, &sha256.to_hex(), what)?)
             }
         };
-        tracing::info!(
-            module = what,
-            compiler = %loaded.compiler,
-            cache = %loaded.cache_status,
-            ms = loaded.load_time.as_secs_f64() * 1000.0,
-            "module ready"
-        );
+        log_ready(what, &loaded);
         Ok((engine, loaded))
     }
 
@@ -443,6 +438,16 @@ impl ModulePipeline {
             tracing::debug!("could not start the background compile: {e}");
         }
     }
+}
+
+fn log_ready(what: &str, loaded: &LoadedModule) {
+    tracing::info!(
+        module = what,
+        compiler = %loaded.compiler,
+        cache = %loaded.cache_status,
+        ms = loaded.load_time.as_secs_f64() * 1000.0,
+        "module ready"
+    );
 }
 
 /// Where the background compile reads the module from.
