@@ -17,6 +17,7 @@
 
 #[cfg(feature = "cluster-access")]
 mod access;
+pub mod atc_support;
 mod cluster;
 mod connect;
 pub mod diff;

@@ -1,0 +1,154 @@
+//! Starting and stopping the controller.
+
+use crate::controller::{self, Atc};
+use crate::modules::{ModuleSettings, Modules};
+use crate::template::{WebhookTarget, Webhooks};
+use crate::tls::TlsMaterial;
+use hoist_release::Connection;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the controller could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AtcError(pub String);
+
+/// TLS files (`TLS_CA_CERT`, `TLS_SERVER_CERT`, `TLS_SERVER_KEY`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate.
+    pub cert: PathBuf,
+    /// Server key.
+    pub key: PathBuf,
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct AtcConfig {
+    /// Address the HTTPS server listens on.
+    pub listen: SocketAddr,
+    /// Where the API server reaches the webhooks.
+    pub target: WebhookTarget,
+    /// TLS files; `None` makes a self-signed CA at start.
+    pub tls: Option<TlsFiles>,
+    /// Module pipeline settings.
+    pub modules: ModuleSettings,
+    /// Concurrent reconciles per controller.
+    pub concurrency: u16,
+}
+
+impl AtcConfig {
+    /// The names the self-signed server certificate is made for.
+    pub fn certificate_names(&self) -> Vec<String> {
+        match &self.target {
+            WebhookTarget::Service {
+                name, namespace, ..
+            } => vec![
+                name.clone(),
+                format!("{name}.{namespace}"),
+                format!("{name}.{namespace}.svc"),
+            ],
+            WebhookTarget::Url(url) => {
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(url)
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                let host = match host.rsplit_once(':') {
+                    Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+                    _ => host,
+                };
+                vec![host.trim_matches(['[', ']']).to_string()]
+            }
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, then removes the global webhook
+/// configurations (as Yoke does on graceful shutdown).
+pub async fn run(
+    conn: Connection,
+    config: AtcConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), AtcError> {
+    let tls = match &config.tls {
+        Some(files) => TlsMaterial::from_files(&files.ca, &files.cert, &files.key),
+        None => TlsMaterial::self_signed(&config.certificate_names()),
+    }
+    .map_err(|e| AtcError(e.to_string()))?;
+    let modules = Modules::new(&config.modules).map_err(|e| AtcError(e.to_string()))?;
+    controller::apply_controller_crds(conn.client.clone())
+        .await
+        .map_err(|e| AtcError(format!("applying the Airway/Flight CRDs: {e}")))?;
+    let webhooks = Webhooks {
+        target: config.target.clone(),
+        ca_pem: tls.ca_pem.clone(),
+    };
+    let atc = Atc::new(
+        conn,
+        std::sync::Arc::new(modules),
+        webhooks,
+        config.concurrency,
+    );
+    let server = crate::webhook::serve(config.listen, &tls, atc.clone())
+        .await
+        .map_err(|e| AtcError(e.to_string()))?;
+    controller::apply_global_webhooks(&atc)
+        .await
+        .map_err(|e| AtcError(format!("applying the webhook configurations: {e}")))?;
+    tracing::info!("controller started");
+    controller::run_controllers(atc.clone(), shutdown).await;
+    tracing::info!("shutting down: removing the global webhook configurations");
+    let removed = controller::delete_global_webhooks(&atc).await;
+    server.abort();
+    removed.map_err(|e| AtcError(e.to_string()))
+}
+
+/// Resolves on SIGINT or SIGTERM (graceful shutdown).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_follow_the_target() {
+        let config = |target| AtcConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            target,
+            tls: None,
+            modules: ModuleSettings::default(),
+            concurrency: 1,
+        };
+        assert_eq!(
+            config(WebhookTarget::Url("https://127.0.0.1:3000".into())).certificate_names(),
+            vec!["127.0.0.1"]
+        );
+        assert_eq!(
+            config(WebhookTarget::Service {
+                name: "atc".into(),
+                namespace: "atc".into(),
+                port: 80
+            })
+            .certificate_names(),
+            vec!["atc", "atc.atc", "atc.atc.svc"]
+        );
+    }
+}

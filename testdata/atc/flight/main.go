@@ -1,0 +1,187 @@
+// The test flight of hoist's ATC end-to-end tests (GOOS=wasip1 GOARCH=wasm), written for hoist
+// in the manner of Yoke's ATC test flights. One module, three roles:
+//
+//   - argv[0] == "converter": a CRD conversion webhook between examples.com/v1 (spec.data) and
+//     examples.com/v2 (spec.entries); stdin and stdout are ConversionReviews.
+//   - argv[1] == "configmap": a Flight: stdin is a JSON object of strings, output is one
+//     ConfigMap named after the release (YOKE_RELEASE) holding it.
+//   - otherwise: an Airway instance (a Backend custom resource) on stdin; output is a ConfigMap
+//     named after the instance with spec.data and spec.replicas, plus optional extras driven by
+//     the spec (an invalid Deployment, an object in another namespace, the instance itself
+//     carrying a status).
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+)
+
+type object = map[string]any
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	input, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	if len(os.Args) > 0 && os.Args[0] == "converter" {
+		return convert(input)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "configmap" {
+		var data map[string]string
+		if err := json.Unmarshal(input, &data); err != nil {
+			return fmt.Errorf("failed to decode input: %w", err)
+		}
+		return emit(object{
+			"apiVersion": "v1",
+			"kind":       "ConfigMap",
+			"metadata":   object{"name": os.Getenv("YOKE_RELEASE")},
+			"data":       data,
+		})
+	}
+	return backend(input)
+}
+
+type backendSpec struct {
+	Data           map[string]string `json:"data"`
+	Entries        map[string]string `json:"entries"`
+	Replicas       int               `json:"replicas"`
+	Invalid        bool              `json:"invalid"`
+	OtherNamespace string            `json:"otherNamespace"`
+	Status         string            `json:"status"`
+	Fail           bool              `json:"fail"`
+}
+
+type backendObject struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	Spec backendSpec `json:"spec"`
+}
+
+func backend(input []byte) error {
+	var cr backendObject
+	if err := json.Unmarshal(input, &cr); err != nil {
+		return fmt.Errorf("failed to decode the instance: %w", err)
+	}
+	data := map[string]string{}
+	for k, v := range cr.Spec.Data {
+		data[k] = v
+	}
+	for k, v := range cr.Spec.Entries {
+		data[k] = v
+	}
+	data["replicas"] = strconv.Itoa(cr.Spec.Replicas)
+	data["release"] = os.Getenv("YOKE_RELEASE")
+	data["namespace"] = os.Getenv("NAMESPACE")
+	out := []any{object{
+		"apiVersion": "v1",
+		"kind":       "ConfigMap",
+		"metadata":   object{"name": cr.Metadata.Name},
+		"data":       data,
+	}}
+	if cr.Spec.Invalid {
+		// A Deployment without selector and template: the API server lists the field errors.
+		out = append(out, object{
+			"apiVersion": "apps/v1",
+			"kind":       "Deployment",
+			"metadata":   object{"name": cr.Metadata.Name},
+			"spec":       object{"replicas": cr.Spec.Replicas},
+		})
+	}
+	if cr.Spec.OtherNamespace != "" {
+		out = append(out, object{
+			"apiVersion": "v1",
+			"kind":       "ConfigMap",
+			"metadata":   object{"name": cr.Metadata.Name, "namespace": cr.Spec.OtherNamespace},
+			"data":       data,
+		})
+	}
+	if cr.Spec.Status != "" {
+		meta := object{"name": cr.Metadata.Name}
+		if cr.Metadata.Namespace != "" {
+			meta["namespace"] = cr.Metadata.Namespace
+		}
+		out = append(out, object{
+			"apiVersion": cr.APIVersion,
+			"kind":       cr.Kind,
+			"metadata":   meta,
+			"status": object{
+				"phase": cr.Spec.Status,
+				"conditions": []any{object{
+					"type": "Custom", "status": "True", "reason": "FromFlight",
+					"message": "set by the flight", "lastTransitionTime": "2026-01-01T00:00:00Z",
+				}},
+			},
+		})
+	}
+	if err := emit(out); err != nil {
+		return err
+	}
+	if cr.Spec.Fail {
+		return fmt.Errorf("asked to fail")
+	}
+	return nil
+}
+
+func convert(input []byte) error {
+	var review struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Request    struct {
+			UID               string   `json:"uid"`
+			DesiredAPIVersion string   `json:"desiredAPIVersion"`
+			Objects           []object `json:"objects"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(input, &review); err != nil {
+		return fmt.Errorf("failed to decode the ConversionReview: %w", err)
+	}
+	converted := []any{}
+	for _, obj := range review.Request.Objects {
+		spec, _ := obj["spec"].(map[string]any)
+		if spec == nil {
+			spec = map[string]any{}
+		}
+		switch review.Request.DesiredAPIVersion {
+		case "examples.com/v2":
+			if data, ok := spec["data"]; ok {
+				spec["entries"] = data
+				delete(spec, "data")
+			}
+		case "examples.com/v1":
+			if entries, ok := spec["entries"]; ok {
+				spec["data"] = entries
+				delete(spec, "entries")
+			}
+		}
+		obj["spec"] = spec
+		obj["apiVersion"] = review.Request.DesiredAPIVersion
+		converted = append(converted, obj)
+	}
+	return emit(object{
+		"apiVersion": "apiextensions.k8s.io/v1",
+		"kind":       "ConversionReview",
+		"response": object{
+			"uid":              review.Request.UID,
+			"convertedObjects": converted,
+			"result":           object{"status": "Success"},
+		},
+	})
+}
+
+func emit(value any) error {
+	return json.NewEncoder(os.Stdout).Encode(value)
+}

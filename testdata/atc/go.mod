@@ -1,0 +1,3 @@
+module hoist.test/atc
+
+go 1.22
