@@ -1,0 +1,382 @@
+//! Requests in, responses out: the payloads exchanged with policies and the AdmissionResponse
+//! kwctl prints.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// What a policy validates: an AdmissionRequest or, for raw policies, any JSON document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValidateRequest {
+    /// A Kubernetes AdmissionRequest (camelCase JSON).
+    AdmissionRequest(Value),
+    /// A raw document, passed unchanged (`--raw`).
+    Raw(Value),
+}
+
+/// Why a request file is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON (or YAML).
+    #[error("{what}: the request is not valid JSON: {detail}")]
+    Parse {
+        /// Where it came from.
+        what: String,
+        /// The parser's message.
+        detail: String,
+    },
+    /// JSON, but not an object.
+    #[error(
+        "{what}: the request must be a JSON object (an AdmissionRequest or an AdmissionReview), not {found}"
+    )]
+    NotAnObject {
+        /// Where it came from.
+        what: String,
+        /// What it was.
+        found: &'static str,
+    },
+    /// An AdmissionReview without `.request`.
+    #[error("{what}: the AdmissionReview has no `request` object")]
+    ReviewWithoutRequest {
+        /// Where it came from.
+        what: String,
+    },
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl ValidateRequest {
+    /// Reads a request file's bytes as kwctl does: JSON; an `AdmissionReview` is unwrapped to
+    /// its `.request`; with `raw` the document is taken as it is.
+    pub fn parse(bytes: &[u8], raw: bool, what: &str) -> Result<ValidateRequest, RequestError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| RequestError::Parse {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })?;
+        if raw {
+            return Ok(ValidateRequest::Raw(value));
+        }
+        let Value::Object(map) = &value else {
+            return Err(RequestError::NotAnObject {
+                what: what.to_string(),
+                found: kind_of(&value),
+            });
+        };
+        if map.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+            return match map.get("request") {
+                Some(request @ Value::Object(_)) => {
+                    Ok(ValidateRequest::AdmissionRequest(request.clone()))
+                }
+                _ => Err(RequestError::ReviewWithoutRequest {
+                    what: what.to_string(),
+                }),
+            };
+        }
+        Ok(ValidateRequest::AdmissionRequest(value))
+    }
+
+    /// The request's uid (`.uid`; empty when absent).
+    pub fn uid(&self) -> &str {
+        let v = match self {
+            ValidateRequest::AdmissionRequest(v) | ValidateRequest::Raw(v) => v,
+        };
+        v.get("uid").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The JSON the policy sees as `request`.
+    pub fn value(&self) -> &Value {
+        match self {
+            ValidateRequest::AdmissionRequest(v) | ValidateRequest::Raw(v) => v,
+        }
+    }
+
+    /// The document a mutation is diffed against: `.object` of an AdmissionRequest (`None`
+    /// when absent or null, as for DELETE), the whole document for a raw request.
+    pub fn original_object(&self) -> Option<&Value> {
+        match self {
+            ValidateRequest::AdmissionRequest(v) => v.get("object").filter(|o| !o.is_null()),
+            ValidateRequest::Raw(v) => Some(v),
+        }
+    }
+
+    /// Whether this is a raw request.
+    pub fn is_raw(&self) -> bool {
+        matches!(self, ValidateRequest::Raw(_))
+    }
+}
+
+/// The `validate` payload for waPC and WASI policies: `{"request": R, "settings": S}`.
+pub fn validation_payload(request: &ValidateRequest, settings: &Value) -> Vec<u8> {
+    let payload = serde_json::json!({"request": request.value(), "settings": settings});
+    serde_json::to_vec(&payload).unwrap_or_default()
+}
+
+/// What a waPC or WASI policy answers to `validate` (snake_case).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct ValidationResponse {
+    /// Accepted or rejected.
+    pub accepted: bool,
+    /// Rejection message.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// HTTP-like code.
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// The whole mutated object.
+    #[serde(default)]
+    pub mutated_object: Option<Value>,
+    /// Audit annotations.
+    #[serde(default)]
+    pub audit_annotations: Option<BTreeMap<String, String>>,
+    /// Warnings for the user.
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+}
+
+/// What a policy answers to `validate_settings`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct SettingsValidation {
+    /// Whether the settings are valid.
+    pub valid: bool,
+    /// Why not.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The `status` of an AdmissionResponse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct AdmissionStatus {
+    /// `Success` or `Failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Message for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Machine-readable reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details (causes...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// HTTP-like code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+}
+
+/// The AdmissionResponse `kwctl run` prints (field order and presence as kwctl's).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's uid.
+    #[serde(default)]
+    pub uid: String,
+    /// Allowed or not.
+    #[serde(default)]
+    pub allowed: bool,
+    /// `JSONPatch` when there is a patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    /// Base64 (standard) of the JSON Patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Message and code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AdmissionStatus>,
+    /// Audit annotations (always printed, possibly null).
+    #[serde(default)]
+    pub audit_annotations: Option<BTreeMap<String, String>>,
+    /// Warnings (always printed, possibly null).
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+}
+
+impl AdmissionResponse {
+    /// A rejection with a message and a code.
+    pub fn reject(uid: &str, message: String, code: Option<u16>) -> AdmissionResponse {
+        AdmissionResponse {
+            uid: uid.to_string(),
+            allowed: false,
+            status: Some(AdmissionStatus {
+                message: Some(message),
+                code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// kwctl's internal-error rejection: code 500, `internal server error: …`.
+    pub fn internal_error(uid: &str, message: impl std::fmt::Display) -> AdmissionResponse {
+        AdmissionResponse::reject(uid, format!("internal server error: {message}"), Some(500))
+    }
+
+    /// Converts a policy's answer, computing the patch against `original` as kwctl does.
+    pub fn from_validation(
+        uid: &str,
+        original: Option<&Value>,
+        response: ValidationResponse,
+    ) -> AdmissionResponse {
+        let patch = match (&response.mutated_object, original) {
+            (Some(_), None) => {
+                return AdmissionResponse::reject(
+                    uid,
+                    "Incoming object is null, which happens only with DELETE operations, but the policy is attempting a mutation. This is not allowed".into(),
+                    None,
+                );
+            }
+            (Some(mutated), Some(original)) => {
+                let diff = json_patch::diff(original, mutated);
+                if diff.0.is_empty() {
+                    None
+                } else {
+                    match serde_json::to_string(&diff) {
+                        Ok(text) => Some(base64::engine::general_purpose::STANDARD.encode(text)),
+                        Err(e) => return AdmissionResponse::internal_error(uid, e),
+                    }
+                }
+            }
+            (None, _) => None,
+        };
+        let status =
+            (response.message.is_some() || response.code.is_some()).then(|| AdmissionStatus {
+                message: response.message.clone(),
+                code: response.code,
+                ..Default::default()
+            });
+        AdmissionResponse {
+            uid: uid.to_string(),
+            allowed: response.accepted,
+            patch_type: patch.as_ref().map(|_| "JSONPatch".to_string()),
+            patch,
+            status,
+            audit_annotations: response.audit_annotations,
+            warnings: response.warnings,
+        }
+    }
+
+    /// The decoded JSON Patch, when there is one.
+    pub fn decoded_patch(&self) -> Option<Value> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.patch.as_ref()?)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// One line of compact JSON, as kwctl prints it.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reviews_are_unwrapped_and_raw_requests_kept() {
+        let review = br#"{"kind":"AdmissionReview","request":{"uid":"u1","operation":"CREATE"}}"#;
+        let r = ValidateRequest::parse(review, false, "r").unwrap();
+        assert_eq!(r.uid(), "u1");
+        assert_eq!(r.value()["operation"], "CREATE");
+        let raw = ValidateRequest::parse(br#"{"user":"tonio"}"#, true, "r").unwrap();
+        assert_eq!(raw.original_object(), Some(&json!({"user":"tonio"})));
+        assert!(
+            ValidateRequest::parse(b"[1]", false, "r")
+                .unwrap_err()
+                .to_string()
+                .contains("an array")
+        );
+        assert!(ValidateRequest::parse(b"{", false, "r").is_err());
+        assert!(ValidateRequest::parse(br#"{"kind":"AdmissionReview"}"#, false, "r").is_err());
+    }
+
+    #[test]
+    fn response_shape_matches_kwctl() {
+        let r = AdmissionResponse::from_validation(
+            "u",
+            None,
+            ValidationResponse {
+                accepted: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            r.to_json_line(),
+            r#"{"uid":"u","allowed":true,"auditAnnotations":null,"warnings":null}"#
+        );
+        let r = AdmissionResponse::from_validation(
+            "u",
+            None,
+            ValidationResponse {
+                accepted: false,
+                message: Some("no".into()),
+                code: Some(403),
+                warnings: Some(vec!["w".into()]),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            r.to_json_line(),
+            r#"{"uid":"u","allowed":false,"status":{"message":"no","code":403},"auditAnnotations":null,"warnings":["w"]}"#
+        );
+        assert_eq!(
+            AdmissionResponse::internal_error("u", "boom").to_json_line(),
+            r#"{"uid":"u","allowed":false,"status":{"message":"internal server error: boom","code":500},"auditAnnotations":null,"warnings":null}"#
+        );
+    }
+
+    #[test]
+    fn mutations_become_a_base64_json_patch() {
+        let original =
+            json!({"metadata": {"name": "x", "annotations": {"fluxcd.io/cat": "felix"}}});
+        let mutated =
+            json!({"metadata": {"name": "x", "annotations": {"fluxcd.io/cat": "sylvester"}}});
+        let r = AdmissionResponse::from_validation(
+            "u",
+            Some(&original),
+            ValidationResponse {
+                accepted: true,
+                mutated_object: Some(mutated),
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.patch_type.as_deref(), Some("JSONPatch"));
+        assert_eq!(
+            r.decoded_patch().unwrap(),
+            json!([{"op":"replace","path":"/metadata/annotations/fluxcd.io~1cat","value":"sylvester"}])
+        );
+        // Same object: no patch at all.
+        let same = AdmissionResponse::from_validation(
+            "u",
+            Some(&original),
+            ValidationResponse {
+                accepted: true,
+                mutated_object: Some(original.clone()),
+                ..Default::default()
+            },
+        );
+        assert!(same.patch.is_none() && same.patch_type.is_none());
+        // Mutating a DELETE (no object) is refused.
+        let del = AdmissionResponse::from_validation(
+            "u",
+            None,
+            ValidationResponse {
+                accepted: true,
+                mutated_object: Some(json!({})),
+                ..Default::default()
+            },
+        );
+        assert!(!del.allowed);
+    }
+}
