@@ -29,16 +29,17 @@ pub fn emit(v: &Value) -> String {
     let mut options = serde_saphyr::SerializerOptions::default();
     options.indent_step = 2;
     options.compact_list_indent = true;
-    serde_saphyr::to_string_with_options(v, options)
-        .unwrap_or_else(|e| format!("# hoist could not write this document as YAML: {e}\n"))
+    let mut s = serde_saphyr::to_string_with_options(v, options)
+        .unwrap_or_else(|e| format!("# hoist could not write this document as YAML: {e}\n"));
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
 }
 
 /// Emits documents as a multi-document stream separated by `---`.
 pub fn emit_all(docs: &[Value]) -> String {
-    docs.iter()
-        .map(|d| emit(d))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    docs.iter().map(emit).collect::<Vec<_>>().join("---\n")
 }
 
 #[cfg(test)]
