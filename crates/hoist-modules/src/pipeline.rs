@@ -506,3 +506,105 @@ fn spawn_upgrade(
     tracing::info!(sha256 = %sha256, "compiling optimised code in the background for the next run");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module() -> Vec<u8> {
+        wat::parse_str(r#"(module (func (export "_start")))"#).unwrap()
+    }
+
+    fn options(cache: &Path) -> ModuleOptions {
+        ModuleOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            compiler: CompilerChoice::Fixed(Compiler::Winch),
+            ..ModuleOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_local_module_is_compiled_then_served_from_the_memo_and_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, module()).unwrap();
+        let pipeline = ModulePipeline::new(options(&dir.path().join("cache"))).unwrap();
+        let location = path.to_str().unwrap();
+        let first = pipeline.load(location, Digests::Sha256).unwrap();
+        assert_eq!(first.info.sha256, Sha256Digest::of(&module()));
+        assert_eq!(first.info.url, format!("file://{location}"));
+        assert!(first.wasm.is_some());
+        assert_eq!(first.loaded.cache_status, CacheStatus::Miss);
+        // Files younger than 3 s are never memoised (racy timestamps): age it.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let _ = pipeline.load(location, Digests::Sha256).unwrap();
+        let warm = pipeline.load(location, Digests::Sha256).unwrap();
+        assert_eq!(warm.loaded.cache_status, CacheStatus::Hit);
+        // Callers that need the bytes always get them.
+        let bytes = pipeline.load(location, Digests::WithBytes).unwrap();
+        assert_eq!(bytes.wasm.as_deref(), Some(&module()[..]));
+    }
+
+    #[test]
+    fn the_allow_list_and_checksums_refuse_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, module()).unwrap();
+        let location = path.to_str().unwrap();
+        let pipeline = ModulePipeline::new(ModuleOptions {
+            allow: vec!["https://example.invalid/*".into()],
+            ..options(&dir.path().join("cache"))
+        })
+        .unwrap();
+        assert!(pipeline.checks_provenance());
+        let err = pipeline
+            .load(location, Digests::Sha256)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, ModuleError::NotAllowed { .. } | ModuleError::UnsafeUrl { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--allow"), "{err}");
+
+        let pipeline = ModulePipeline::new(ModuleOptions {
+            checksum: Some(Sha256Digest::of(b"something else")),
+            ..options(&dir.path().join("cache"))
+        })
+        .unwrap();
+        let err = pipeline
+            .load(location, Digests::Sha256)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        let err = pipeline
+            .load_bytes(module(), "inline")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn unsigned_modules_are_refused_when_keys_are_configured() {
+        let keys =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys/test-p256.pub.pem");
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = ModulePipeline::new(ModuleOptions {
+            verify_keys: vec![keys],
+            ..options(&dir.path().join("cache"))
+        })
+        .unwrap();
+        let err = pipeline
+            .load_bytes(module(), "inline")
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ModuleError::Signature { .. }), "{err}");
+        assert!(err.to_string().contains("hoist sign"), "{err}");
+    }
+}
