@@ -391,8 +391,16 @@ fn cluster_lookups_give_a_flight_the_same_answers_in_both_tools() {
     let ours = e.hoist_output(&["takeoff", "-n", &ns, "rel", lookup], "");
     let theirs = e.yoke_output(&["takeoff", "-namespace", &ns, "rel", lookup], "");
     assert!(!ours.status.success() && !theirs.status.success());
-    assert!(text(&ours.stderr).contains(denied), "{}", text(&ours.stderr));
-    assert!(text(&theirs.stderr).contains(denied), "{}", text(&theirs.stderr));
+    assert!(
+        text(&ours.stderr).contains(denied),
+        "{}",
+        text(&ours.stderr)
+    );
+    assert!(
+        text(&theirs.stderr).contains(denied),
+        "{}",
+        text(&theirs.stderr)
+    );
     assert_eq!(password(&e), first, "a failed takeoff changes nothing");
 
     e.hoist(&["mayday", "-n", &ns, "rel"], "");
@@ -477,20 +485,44 @@ fn prestages_history_caps_locks_and_removals_interoperate() {
     };
     let yoke_takeoff = |value: &str| {
         e.yoke(
-            &["takeoff", "-namespace", &ns, "-cross-namespace", "-lock", "-history-cap", "2", "rel"],
+            &[
+                "takeoff",
+                "-namespace",
+                &ns,
+                "-cross-namespace",
+                "-lock",
+                "-history-cap",
+                "2",
+                "rel",
+            ],
             &objects(value),
         )
     };
 
     yoke_takeoff("1");
-    assert!(e.get_kind(&format!("{group}/v1"), "Gadget", Some(&own), "g").is_some());
+    assert!(
+        e.get_kind(&format!("{group}/v1"), "Gadget", Some(&own), "g")
+            .is_some()
+    );
 
     // hoist continues yoke's release, locked (no ownership conflict); objects outside the
     // release namespace need --cross-namespace in both tools.
     let refused = e.hoist_output(&["takeoff", "-n", &ns, "rel"], &objects("2"));
-    assert!(!refused.status.success(), "cross-namespace objects need --cross-namespace");
+    assert!(
+        !refused.status.success(),
+        "cross-namespace objects need --cross-namespace"
+    );
     e.hoist(
-        &["takeoff", "-n", &ns, "--cross-namespace", "--lock", "--history-cap", "2", "rel"],
+        &[
+            "takeoff",
+            "-n",
+            &ns,
+            "--cross-namespace",
+            "--lock",
+            "--history-cap",
+            "2",
+            "rel",
+        ],
         &objects("2"),
     );
     assert_eq!(e.get(&far, "far").unwrap()["data"]["key"], "2");
@@ -501,7 +533,16 @@ fn prestages_history_caps_locks_and_removals_interoperate() {
     // the API server rejects the patch ("failed to cap release history"; a warning, exit 0).
     // hoist caps the history yoke left behind.
     e.hoist(
-        &["takeoff", "-n", &ns, "--cross-namespace", "--lock", "--history-cap", "2", "rel"],
+        &[
+            "takeoff",
+            "-n",
+            &ns,
+            "--cross-namespace",
+            "--lock",
+            "--history-cap",
+            "2",
+            "rel",
+        ],
         &objects("4"),
     );
     let h = e.history(&ns, "rel");
@@ -525,10 +566,18 @@ fn prestages_history_caps_locks_and_removals_interoperate() {
 
     // hoist's mayday with removals takes the CRD and both namespaces with it.
     e.hoist(
-        &["mayday", "-n", &ns, "--remove-crds", "--remove-namespaces", "rel"],
+        &[
+            "mayday",
+            "-n",
+            &ns,
+            "--remove-crds",
+            "--remove-namespaces",
+            "rel",
+        ],
         "",
     );
-    let gone_or_going = |v: Option<Value>| v.is_none_or(|v| !v["metadata"]["deletionTimestamp"].is_null());
+    let gone_or_going =
+        |v: Option<Value>| v.is_none_or(|v| !v["metadata"]["deletionTimestamp"].is_null());
     assert!(gone_or_going(e.get_kind(
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",

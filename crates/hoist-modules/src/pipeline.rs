@@ -568,7 +568,10 @@ mod tests {
             .err()
             .expect("refused");
         assert!(
-            matches!(err, ModuleError::NotAllowed { .. } | ModuleError::UnsafeUrl { .. }),
+            matches!(
+                err,
+                ModuleError::NotAllowed { .. } | ModuleError::UnsafeUrl { .. }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("--allow"), "{err}");
