@@ -93,8 +93,8 @@ hoist_cmd() { # hoist_cmd COMPILER CACHE_DIR
     "$1" "$(q "$2")" "$(q "$HOIST_BIN")" "$(q "$module")" "$(q "$input")"
 }
 yoke_cmd() { # yoke_cmd CACHE_DIR
-  printf '%s takeoff -stdout -compilation-cache %s -namespace bench bench %s < %s > /dev/null' \
-    "$(q "$YOKE")" "$(q "$1")" "$(q "$module")" "$(q "$input")"
+  printf 'KUBECONFIG=%s %s takeoff -stdout -compilation-cache %s -namespace bench bench %s < %s > /dev/null' \
+    "$(q "$yoke_kubeconfig")" "$(q "$YOKE")" "$(q "$1")" "$(q "$module")" "$(q "$input")"
 }
 native_cmd() {
   printf 'YOKE_RELEASE=bench NAMESPACE=bench %s < %s > /dev/null' "$(q "$native")" "$(q "$input")"
@@ -182,7 +182,14 @@ for compiler in $COMPILERS; do
 done
 if [ "${YOKE:-}" != 0 ]; then
   YOKE="${HOIST_YOKE:-$(scripts/tools path yoke)}" || die "the real yoke CLI could not be built (scripts/tools path yoke); YOKE=0 leaves its rows out"
-  # yoke talks to the cluster even for -stdout: give it a kubeconfig when one is set up.
+  # yoke insists on a kubeconfig file even for -stdout (it never calls the server then): a
+  # stand-in pointing at a closed loopback port.
+  yoke_kubeconfig="$out/kubeconfig-none"
+  printf '%s\n' 'apiVersion: v1' 'kind: Config' \
+    'clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]' \
+    'users: [{name: none, user: {}}]' \
+    'contexts: [{name: none, context: {cluster: none, user: none, namespace: bench}}]' \
+    'current-context: none' >"$yoke_kubeconfig"
   cold_dir="$out/cache-cold-yoke"
   warm_dir="$out/cache-warm-yoke"
   rm -rf "$cold_dir" "$warm_dir"
