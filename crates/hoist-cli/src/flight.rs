@@ -107,18 +107,7 @@ pub struct Rendered {
 impl FlightArgs {
     /// The timeout, `None` when disabled.
     pub fn timeout(&self) -> anyhow::Result<Option<Duration>> {
-        let text = self.timeout.trim();
-        if text.starts_with('-') {
-            return Ok(None);
-        }
-        let parsed = humantime::parse_duration(text)
-            .or_else(|_| text.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "invalid --timeout {text:?}: use a duration such as 10s, 500ms or 2m (negative disables)"
-                )
-            })?;
-        Ok((!parsed.is_zero()).then_some(parsed))
+        parse_timeout(&self.timeout)
     }
 
     /// `--checksum`, parsed.
@@ -150,6 +139,23 @@ impl FlightArgs {
             stem.to_string()
         }
     }
+}
+
+/// Parses `--timeout` as Yoke does: a duration (10s, 500ms, 1m30s) or whole seconds; zero or
+/// negative disables it (`None`). Shared by every command that runs a module.
+pub fn parse_timeout(text: &str) -> anyhow::Result<Option<Duration>> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Ok(None);
+    }
+    let parsed = humantime::parse_duration(text)
+        .or_else(|_| text.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --timeout {text:?}: use a duration such as 10s, 500ms or 2m (negative disables)"
+            )
+        })?;
+    Ok((!parsed.is_zero()).then_some(parsed))
 }
 
 /// Reads the user's stdin when it is not a terminal; empty otherwise.

@@ -364,7 +364,10 @@ mod tests {
         assert_eq!(r.resource_ref.as_ref().unwrap().namespace, "ns");
         // A bare `y` would be read as a YAML 1.1 boolean by serde-saphyr, where kpt's Go YAML
         // keeps the string: a known difference, noted for the next round.
-        assert_eq!(r.field.as_ref().unwrap()["proposedValue"], json!("yes-please"));
+        assert_eq!(
+            r.field.as_ref().unwrap()["proposedValue"],
+            json!("yes-please")
+        );
         assert_eq!(r.display_line(), "[info] v1/ConfigMap/ns/a data.x: hi");
 
         let wrapped = ResourceList::parse(

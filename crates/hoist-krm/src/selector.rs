@@ -137,7 +137,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(select(&items, &[], &[]), vec![0, 1, 2]);
-        assert_eq!(select(&items, std::slice::from_ref(&by_kind), &[]), vec![0, 2]);
+        assert_eq!(
+            select(&items, std::slice::from_ref(&by_kind), &[]),
+            vec![0, 2]
+        );
         // OR across selectors; an item matching both appears twice (kpt's quirk).
         assert_eq!(
             select(&items, &[by_kind.clone(), by_name.clone()], &[]),

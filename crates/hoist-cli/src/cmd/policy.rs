@@ -225,21 +225,6 @@ fn location(module: &str) -> String {
     }
 }
 
-fn parse_timeout(text: &str) -> anyhow::Result<Option<Duration>> {
-    let text = text.trim();
-    if text.starts_with('-') {
-        return Ok(None);
-    }
-    let parsed = humantime::parse_duration(text)
-        .or_else(|_| text.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "invalid --timeout {text:?}: use a duration such as 2s or 500ms (negative disables)"
-            )
-        })?;
-    Ok((!parsed.is_zero()).then_some(parsed))
-}
-
 fn read_input(path: &str, what: &str) -> anyhow::Result<Vec<u8>> {
     if path == "-" {
         let mut bytes = Vec::new();
@@ -395,7 +380,7 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
         policy: loaded.what.clone(),
     };
     let limits = Limits {
-        timeout: parse_timeout(&eval.timeout)?,
+        timeout: crate::flight::parse_timeout(&eval.timeout)?,
         max_memory_bytes: eval.max_memory_mib * 1024 * 1024,
     };
     Ok(Session {
