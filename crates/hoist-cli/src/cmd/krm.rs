@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Arguments of `hoist fn`.
 #[derive(Args, Debug)]
@@ -274,19 +273,6 @@ fn oci_ref(image: &str) -> String {
     }
 }
 
-fn parse_timeout(text: &str) -> anyhow::Result<Option<Duration>> {
-    let text = text.trim();
-    if text.starts_with('-') {
-        return Ok(None);
-    }
-    let parsed = humantime::parse_duration(text).map_err(|_| {
-        anyhow::anyhow!(
-            "invalid --timeout {text:?}: use a duration such as 30s or 5m (negative disables)"
-        )
-    })?;
-    Ok((!parsed.is_zero()).then_some(parsed))
-}
-
 fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
     if flags.image_pull_policy.is_some() {
         eprintln!(
@@ -345,7 +331,7 @@ fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
         modules,
         limits: FnLimits {
             max_memory_bytes: flags.max_memory_mib << 20,
-            timeout: parse_timeout(&flags.timeout)?,
+            timeout: crate::flight::parse_timeout(&flags.timeout)?,
             max_output_bytes: (flags.max_output_mib << 20) as usize,
         },
         image_prefix: prefix,
