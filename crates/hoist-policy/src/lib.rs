@@ -9,12 +9,15 @@
 //! - [`capabilities`]: host calls (`kubernetes`, `oci`, `net`, `crypto`, `tracing`) and kwctl's
 //!   record/replay session files; [`kube::KubeBackend`] answers Kubernetes calls from a
 //!   real API server.
+//! - [`gate`]: policies from `--policy`/`--policies` evaluated on a release's objects before
+//!   they are applied (mutations, rejections, the revision record).
 //! - OPA's Wasm ABI and the Rego builtins live in `opa` and [`builtins`].
 #![warn(missing_docs)]
 
 pub mod builtins;
 pub mod capabilities;
 mod eval;
+pub mod gate;
 #[cfg(feature = "cluster")]
 pub mod kube;
 pub mod metadata;
@@ -65,4 +68,17 @@ pub fn annotate(
     }
     metadata.validate(what)?;
     Ok(metadata::write_metadata(wasm, &metadata, what)?)
+}
+
+/// Internal parsers exposed only for the fuzz targets (`crates/hoist-fuzz`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// How OPA/Gatekeeper result JSON becomes an AdmissionResponse (`opa::interpret`).
+    pub fn interpret(
+        mode: crate::ExecutionMode,
+        uid: &str,
+        result: &serde_json::Value,
+    ) -> crate::AdmissionResponse {
+        crate::opa::interpret(mode, uid, result)
+    }
 }
