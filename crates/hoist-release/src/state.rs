@@ -45,6 +45,9 @@ pub const ANNOTATION_ACTIVE_AT: &str = "internal.yoke/active-at";
 pub const ANNOTATION_RESOURCES: &str = "internal.yoke/resources";
 /// hoist's extra annotation: SHA-256 hex of the module, for digest pinning.
 pub const ANNOTATION_MODULE_SHA256: &str = "hoist.dev/module-sha256";
+/// hoist's extra annotation: the admission policies (and settings) that gated the revision,
+/// as JSON (written by the CLI's policy gate, shown by `blackbox`).
+pub const ANNOTATION_POLICIES: &str = "hoist.dev/policies";
 /// Data key of the gzipped JSON stages.
 pub const KEY_RESOURCES: &str = "resources";
 /// Prefix of every state Secret's name.
@@ -83,6 +86,9 @@ pub struct Revision {
     pub active_at: DateTime<Utc>,
     /// Number of objects.
     pub resources: usize,
+    /// The policies that gated it ([`ANNOTATION_POLICIES`], JSON), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<String>,
 }
 
 /// A release and its history, oldest revision first.
@@ -310,6 +316,7 @@ pub fn revision_from_secret(secret: &Secret, release: &str) -> Result<Revision, 
         created_at,
         active_at,
         resources: get(ANNOTATION_RESOURCES).parse().unwrap_or(0),
+        policies: annotations.get(ANNOTATION_POLICIES).cloned(),
     })
 }
 
@@ -481,6 +488,7 @@ mod tests {
             created_at: t(created),
             active_at: t(active),
             resources: 1,
+            policies: None,
         };
         let release = Release::from_revisions(
             "r",

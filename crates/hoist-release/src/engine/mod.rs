@@ -129,6 +129,9 @@ pub struct TakeoffOptions {
     pub concurrency: usize,
     /// Progress lines.
     pub progress: Progress,
+    /// Recorded in the revision as [`crate::state::ANNOTATION_POLICIES`]: the admission
+    /// policies that gated it (JSON), if any.
+    pub policies: Option<String>,
 }
 
 impl TakeoffOptions {
@@ -150,6 +153,7 @@ impl TakeoffOptions {
             prune: PruneOptions::default(),
             concurrency: DEFAULT_CONCURRENCY,
             progress: quiet(),
+            policies: None,
         }
     }
 

@@ -128,8 +128,15 @@ pub(super) async fn create_revision(
     };
     // A random name can collide, in theory: retry with a new one.
     for _ in 0..3 {
-        let secret =
+        let mut secret =
             state::revision_secret(&opts.release, &opts.namespace, &opts.source, now, stages);
+        if let Some(policies) = &opts.policies {
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(state::ANNOTATION_POLICIES.to_string(), policies.clone());
+        }
         match api.create(&params, &secret).await {
             Ok(created) => return state::revision_from_secret(&created, &opts.release),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
