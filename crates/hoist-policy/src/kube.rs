@@ -155,3 +155,90 @@ impl CapabilityBackend for KubeBackend {
         self.handle.block_on(self.answer(request))
     }
 }
+
+/// The gate's view of the cluster of `conn` (live objects for UPDATE requests, discovery for
+/// resource names). Calls block on `handle`: use it from a thread outside the runtime.
+pub struct KubeView {
+    conn: Connection,
+    handle: tokio::runtime::Handle,
+}
+
+impl KubeView {
+    /// A view of `conn`'s cluster, blocking on `handle`.
+    pub fn new(conn: Connection, handle: tokio::runtime::Handle) -> Self {
+        KubeView { conn, handle }
+    }
+}
+
+impl crate::gate::ClusterView for KubeView {
+    fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        self.handle.block_on(async {
+            let Some(resolved) = self
+                .conn
+                .resolve(api_version, kind)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let namespace = if resolved.namespaced { namespace } else { None };
+            self.conn
+                .get_object(&resolved, namespace, name)
+                .await
+                .map_err(|e| format!("reading {api_version}/{kind} {name}: {e}"))
+        })
+    }
+
+    fn resource(&self, api_version: &str, kind: &str) -> Result<Option<(String, bool)>, String> {
+        self.handle.block_on(async {
+            Ok(self
+                .conn
+                .resolve(api_version, kind)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|r| (r.resource.plural.clone(), r.namespaced)))
+        })
+    }
+}
+
+/// Who the API server says the kubeconfig's user is (a `SelfSubjectReview`), as it would
+/// fill an AdmissionRequest's `userInfo`.
+pub async fn whoami(conn: &Connection) -> Result<crate::gate::UserInfo, String> {
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let http = Request::new("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .create(&PostParams::default(), bytes)
+        .map_err(|e| e.to_string())?;
+    let review: Value = conn
+        .client
+        .request(http)
+        .await
+        .map_err(|e| format!("SelfSubjectReview: {e}"))?;
+    let info = review
+        .pointer("/status/userInfo")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok(crate::gate::UserInfo {
+        username: info
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        groups: info
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        uid: info.get("uid").and_then(Value::as_str).map(str::to_string),
+    })
+}

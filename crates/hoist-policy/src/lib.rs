@@ -9,12 +9,15 @@
 //! - [`capabilities`]: host calls (`kubernetes`, `oci`, `net`, `crypto`, `tracing`) and kwctl's
 //!   record/replay session files; [`kube::KubeBackend`] answers Kubernetes calls from a
 //!   real API server.
+//! - [`gate`]: policies from `--policy`/`--policies` evaluated on a release's objects before
+//!   they are applied (mutations, rejections, the revision record).
 //! - OPA's Wasm ABI and the Rego builtins live in `opa` and [`builtins`].
 #![warn(missing_docs)]
 
 pub mod builtins;
 pub mod capabilities;
 mod eval;
+pub mod gate;
 #[cfg(feature = "cluster")]
 pub mod kube;
 pub mod metadata;
