@@ -238,10 +238,28 @@ fn range(data: &[u8], at: u64, len: u64) -> Result<std::ops::Range<usize>, wasmt
     Ok(start..end)
 }
 
+/// `len` bytes of guest memory at `at` (checked against the memory's size).
+fn bytes(data: &[u8], at: u64, len: u64) -> Result<&[u8], wasmtime::Error> {
+    let r = range(data, at, len)?;
+    data.get(r)
+        .ok_or_else(|| fault(format!("memory range {at}+{len} out of bounds")))
+}
+
+/// [`bytes`], writable.
+fn bytes_mut(data: &mut [u8], at: u64, len: u64) -> Result<&mut [u8], wasmtime::Error> {
+    let r = range(data, at, len)?;
+    data.get_mut(r)
+        .ok_or_else(|| fault(format!("memory range {at}+{len} out of bounds")))
+}
+
+/// Copies as much of `src` as fits into `dst`; returns how many bytes.
+fn copy_prefix(dst: &mut [u8], src: &[u8]) -> usize {
+    dst.iter_mut().zip(src).map(|(d, s)| *d = *s).count()
+}
+
 fn rd<const N: usize>(data: &[u8], at: u64) -> Result<[u8; N], wasmtime::Error> {
-    let r = range(data, at, N as u64)?;
     let mut out = [0u8; N];
-    out.copy_from_slice(&data[r]);
+    out.copy_from_slice(bytes(data, at, N as u64)?);
     Ok(out)
 }
 
@@ -257,24 +275,21 @@ fn rd_i32(data: &[u8], at: u64) -> Result<i32, wasmtime::Error> {
     Ok(i32::from_le_bytes(rd::<4>(data, at)?))
 }
 
-fn wr(data: &mut [u8], at: u64, bytes: &[u8]) -> Result<(), wasmtime::Error> {
-    let r = range(data, at, bytes.len() as u64)?;
-    data[r].copy_from_slice(bytes);
+fn wr(data: &mut [u8], at: u64, src: &[u8]) -> Result<(), wasmtime::Error> {
+    bytes_mut(data, at, src.len() as u64)?.copy_from_slice(src);
     Ok(())
 }
 
 fn rd_bytes(data: &[u8], at: u64) -> Result<Vec<u8>, wasmtime::Error> {
     let ptr = rd_u64(data, at)?;
     let len = rd_u64(data, at + 8)?;
-    let r = range(data, ptr, len)?;
-    Ok(data[r].to_vec())
+    Ok(bytes(data, ptr, len)?.to_vec())
 }
 
 fn rd_string(data: &[u8], at: u64) -> Result<String, wasmtime::Error> {
     let ptr = rd_u64(data, at)?;
     let len = rd_u64(data, at + 8)?;
-    let r = range(data, ptr, len)?;
-    Ok(String::from_utf8_lossy(&data[r]).into_owned())
+    Ok(String::from_utf8_lossy(bytes(data, ptr, len)?).into_owned())
 }
 
 fn load_value(data: &[u8], st: &GoState, at: u64) -> Result<Value, wasmtime::Error> {
@@ -580,11 +595,10 @@ fn call_builtin(
                 let mut data = buf.borrow_mut();
                 match &mut data.kind {
                     ObjKind::Bytes(all) if off <= all.len() => {
-                        let room = (all.len() - off).min(len);
-                        let rest = st.stdin.len().saturating_sub(st.stdin_pos);
-                        let n = room.min(rest);
-                        all[off..off + n]
-                            .copy_from_slice(&st.stdin[st.stdin_pos..st.stdin_pos + n]);
+                        let dst = all.get_mut(off..).unwrap_or_default();
+                        let src = st.stdin.get(st.stdin_pos..).unwrap_or_default();
+                        let n =
+                            copy_prefix(dst.get_mut(..len.min(dst.len())).unwrap_or_default(), src);
                         st.stdin_pos += n;
                         Ok(n)
                     }
@@ -664,13 +678,18 @@ fn call_builtin(
 
 // ---- the imports -----------------------------------------------------------------------------
 
-type Import = fn(Caller<'_, GoState>, i32) -> Result<(), wasmtime::Error>;
+/// An import that may call back into Go (or needs the whole `Caller`): it must re-read SP and
+/// fetch memory afresh after anything that runs Go code.
+type CallerImport = fn(Caller<'_, GoState>, i32) -> Result<(), wasmtime::Error>;
 
-/// Every import of Go's js/wasm ABI (Go 1.21+ names; `runtime.walltime1` for Go ≤ 1.16).
-pub(crate) const IMPORTS: &[(&str, Import)] = &[
+/// An import that never calls back into Go: it gets linear memory, the host state and its
+/// frame address (SP) once, from the adapter in [`linker`].
+type FrameImport = fn(&mut [u8], &mut GoState, u64) -> Result<(), wasmtime::Error>;
+
+/// The imports that never re-enter Go (Go 1.21+ names; `runtime.walltime1` for Go <= 1.16).
+const FRAME_IMPORTS: &[(&str, FrameImport)] = &[
     ("runtime.wasmExit", wasm_exit),
     ("runtime.wasmWrite", wasm_write),
-    ("runtime.resetMemoryDataView", reset_memory_data_view),
     ("runtime.nanotime1", nanotime1),
     ("runtime.walltime", walltime),
     ("runtime.walltime1", walltime),
@@ -679,22 +698,35 @@ pub(crate) const IMPORTS: &[(&str, Import)] = &[
     ("runtime.getRandomData", get_random_data),
     ("syscall/js.finalizeRef", finalize_ref),
     ("syscall/js.stringVal", string_val),
-    ("syscall/js.valueGet", value_get),
     ("syscall/js.valueSet", value_set),
     ("syscall/js.valueDelete", value_delete),
     ("syscall/js.valueIndex", value_index),
     ("syscall/js.valueSetIndex", value_set_index),
-    ("syscall/js.valueCall", value_call),
-    ("syscall/js.valueInvoke", value_invoke),
-    ("syscall/js.valueNew", value_new),
     ("syscall/js.valueLength", value_length),
     ("syscall/js.valuePrepareString", value_prepare_string),
     ("syscall/js.valueLoadString", value_load_string),
     ("syscall/js.valueInstanceOf", value_instance_of),
     ("syscall/js.copyBytesToGo", copy_bytes_to_go),
     ("syscall/js.copyBytesToJS", copy_bytes_to_js),
+];
+
+/// The imports that may re-enter Go (calls, property reads through getters) or need no frame.
+const CALLER_IMPORTS: &[(&str, CallerImport)] = &[
+    ("runtime.resetMemoryDataView", reset_memory_data_view),
+    ("syscall/js.valueGet", value_get),
+    ("syscall/js.valueCall", value_call),
+    ("syscall/js.valueInvoke", value_invoke),
+    ("syscall/js.valueNew", value_new),
     ("debug", debug),
 ];
+
+/// Every import name of Go's js/wasm ABI that this host provides.
+pub(crate) fn import_names() -> impl Iterator<Item = &'static str> {
+    FRAME_IMPORTS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(CALLER_IMPORTS.iter().map(|(n, _)| *n))
+}
 
 /// The import modules Go uses: `gojs` (Go 1.21+) and `go` (older).
 pub const IMPORT_MODULES: [&str; 2] = ["gojs", "go"];
@@ -703,7 +735,19 @@ pub const IMPORT_MODULES: [&str; 2] = ["gojs", "go"];
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<GoState>> {
     let mut linker = Linker::new(engine);
     for module in IMPORT_MODULES {
-        for (name, f) in IMPORTS {
+        for (name, f) in FRAME_IMPORTS {
+            let f = *f;
+            linker.func_wrap(
+                module,
+                name,
+                move |mut caller: Caller<'_, GoState>, sp_raw: i32| {
+                    let mem = memory(&caller)?;
+                    let (data, st) = mem.data_and_store_mut(&mut caller);
+                    f(data, st, sp(sp_raw))
+                },
+            )?;
+        }
+        for (name, f) in CALLER_IMPORTS {
             linker.func_wrap(module, name, *f)?;
         }
     }
@@ -714,25 +758,19 @@ fn sp(raw: i32) -> u64 {
     raw as u32 as u64
 }
 
-fn wasm_exit(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let code = rd_i32(mem.data(&caller), sp(sp_raw) + 8)?;
-    let st = caller.data_mut();
+fn wasm_exit(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
+    let code = rd_i32(data, at + 8)?;
     st.exited = Some(code);
     st.timers.clear();
     Ok(())
 }
 
-fn wasm_write(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn wasm_write(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let fd = rd_i64(data, at + 8)?;
     let p = rd_u64(data, at + 16)?;
     let n = rd_i32(data, at + 24)?;
-    let r = range(data, p, u64::from(n.max(0) as u32))?;
-    let bytes = data[r].to_vec();
-    st.write_fd(fd, &bytes)
+    let out = bytes(data, p, u64::from(n.max(0) as u32))?.to_vec();
+    st.write_fd(fd, &out)
 }
 
 fn reset_memory_data_view(_caller: Caller<'_, GoState>, _sp: i32) -> Result<(), wasmtime::Error> {
@@ -740,31 +778,24 @@ fn reset_memory_data_view(_caller: Caller<'_, GoState>, _sp: i32) -> Result<(), 
     Ok(())
 }
 
-fn nanotime1(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
+fn nanotime1(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let now = st.time_origin_ns + st.started.elapsed().as_nanos() as u64;
-    wr(data, sp(sp_raw) + 8, &(now as i64).to_le_bytes())
+    wr(data, at + 8, &(now as i64).to_le_bytes())
 }
 
-fn walltime(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
+fn walltime(data: &mut [u8], _st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let data = mem.data_mut(&mut caller);
-    let at = sp(sp_raw);
     wr(data, at + 8, &(now.as_secs() as i64).to_le_bytes())?;
     wr(data, at + 16, &(now.subsec_nanos() as i32).to_le_bytes())
 }
 
 fn schedule_timeout_event(
-    mut caller: Caller<'_, GoState>,
-    sp_raw: i32,
+    data: &mut [u8],
+    st: &mut GoState,
+    at: u64,
 ) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
     let delay = rd_i64(data, at + 8)?.clamp(0, i64::from(u32::MAX));
     let id = st.next_timer;
     st.next_timer = st.next_timer.wrapping_add(1).max(1);
@@ -773,40 +804,26 @@ fn schedule_timeout_event(
     wr(data, at + 16, &id.to_le_bytes())
 }
 
-fn clear_timeout_event(
-    mut caller: Caller<'_, GoState>,
-    sp_raw: i32,
-) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let id = rd_i32(data, sp(sp_raw) + 8)?;
+fn clear_timeout_event(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
+    let id = rd_i32(data, at + 8)?;
     st.timers.remove(&id);
     Ok(())
 }
 
-fn get_random_data(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let data = mem.data_mut(&mut caller);
-    let at = sp(sp_raw);
+fn get_random_data(data: &mut [u8], _st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let ptr = rd_u64(data, at + 8)?;
     let len = rd_u64(data, at + 16)?;
-    let r = range(data, ptr, len)?;
-    rand::rng().fill_bytes(&mut data[r]);
+    rand::rng().fill_bytes(bytes_mut(data, ptr, len)?);
     Ok(())
 }
 
-fn finalize_ref(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let bits = rd_u64(data, sp(sp_raw) + 8)?;
+fn finalize_ref(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
+    let bits = rd_u64(data, at + 8)?;
     st.values.finalize(bits as u32);
     Ok(())
 }
 
-fn string_val(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn string_val(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let s = rd_string(data, at + 8)?;
     store_value(data, st, at + 24, &Value::string(&s))
 }
@@ -829,10 +846,7 @@ fn value_get(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtim
     store_value(data, st, at + 32, &result)
 }
 
-fn value_set(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_set(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let name = rd_string(data, at + 16)?;
     let x = load_value(data, st, at + 32)?;
@@ -842,10 +856,7 @@ fn value_set(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtim
     Ok(())
 }
 
-fn value_delete(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_delete(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let name = rd_string(data, at + 16)?;
     if let Some(o) = v.as_object() {
@@ -854,10 +865,7 @@ fn value_delete(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasm
     Ok(())
 }
 
-fn value_index(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_index(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let i = rd_i64(data, at + 16)?;
     let result = v
@@ -867,10 +875,7 @@ fn value_index(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmt
     store_value(data, st, at + 24, &result)
 }
 
-fn value_set_index(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_set_index(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let i = rd_i64(data, at + 16)?;
     let x = load_value(data, st, at + 24)?;
@@ -954,10 +959,7 @@ fn value_new(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtim
     finish_call(&mut caller, mem, 40, 48, outcome)
 }
 
-fn value_length(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_length(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let n = match &v {
         Value::Object(o) => o.length(),
@@ -969,13 +971,7 @@ fn value_length(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasm
     wr(data, at + 16, &n.to_le_bytes())
 }
 
-fn value_prepare_string(
-    mut caller: Caller<'_, GoState>,
-    sp_raw: i32,
-) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_prepare_string(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let bytes = v.to_js_string().into_bytes();
     let len = bytes.len() as i64;
@@ -984,27 +980,20 @@ fn value_prepare_string(
     wr(data, at + 24, &len.to_le_bytes())
 }
 
-fn value_load_string(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_load_string(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let ptr = rd_u64(data, at + 16)?;
     let len = rd_u64(data, at + 24)?;
-    let r = range(data, ptr, len)?;
+    let dst = bytes_mut(data, ptr, len)?;
     if let Some(o) = bytes_of(&v)
         && let ObjKind::Bytes(b) = &o.borrow().kind
     {
-        let n = b.len().min(r.len());
-        data[r.start..r.start + n].copy_from_slice(&b[..n]);
+        copy_prefix(dst, b);
     }
     Ok(())
 }
 
-fn value_instance_of(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn value_instance_of(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let v = load_value(data, st, at + 8)?;
     let t = load_value(data, st, at + 16)?;
     let yes = match (v.as_object(), t.as_object().and_then(Obj::callable)) {
@@ -1014,44 +1003,29 @@ fn value_instance_of(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(),
     wr(data, at + 24, &[u8::from(yes)])
 }
 
-fn copy_bytes_to_go(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn copy_bytes_to_go(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let ptr = rd_u64(data, at + 8)?;
     let len = rd_u64(data, at + 16)?;
     let src = load_value(data, st, at + 32)?;
-    let dst = range(data, ptr, len)?;
     let Some(o) = bytes_of(&src) else {
         return wr(data, at + 48, &[0]);
     };
     let n = match &o.borrow().kind {
-        ObjKind::Bytes(b) => {
-            let n = b.len().min(dst.len());
-            data[dst.start..dst.start + n].copy_from_slice(&b[..n]);
-            n
-        }
+        ObjKind::Bytes(b) => copy_prefix(bytes_mut(data, ptr, len)?, b),
         _ => 0,
     };
     wr(data, at + 40, &(n as i64).to_le_bytes())?;
     wr(data, at + 48, &[1])
 }
 
-fn copy_bytes_to_js(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
-    let mem = memory(&caller)?;
-    let (data, st) = mem.data_and_store_mut(&mut caller);
-    let at = sp(sp_raw);
+fn copy_bytes_to_js(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let dst = load_value(data, st, at + 8)?;
     let src = rd_bytes(data, at + 16)?;
     let Some(o) = bytes_of(&dst) else {
         return wr(data, at + 48, &[0]);
     };
     let n = match &mut o.borrow_mut().kind {
-        ObjKind::Bytes(b) => {
-            let n = b.len().min(src.len());
-            b[..n].copy_from_slice(&src[..n]);
-            n
-        }
+        ObjKind::Bytes(b) => copy_prefix(b, &src),
         _ => 0,
     };
     wr(data, at + 40, &(n as i64).to_le_bytes())?;

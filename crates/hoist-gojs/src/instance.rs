@@ -154,7 +154,7 @@ fn check_module(module: &Module, what: &str) -> Result<(), GoJsError> {
     }
     for import in module.imports() {
         let known = host::IMPORT_MODULES.contains(&import.module())
-            && host::IMPORTS.iter().any(|(n, _)| *n == import.name());
+            && host::import_names().any(|n| n == import.name());
         if !known {
             return Err(GoJsError::UnknownImport {
                 what: what.into(),
@@ -473,8 +473,10 @@ fn write_args(
         if end > LIMIT || end > mem.len() {
             return None;
         }
-        mem[ptr..ptr + bytes.len()].copy_from_slice(bytes);
-        mem[ptr + bytes.len()] = 0;
+        let dst = mem.get_mut(ptr..end)?;
+        let (text, nul) = dst.split_at_mut(bytes.len());
+        text.copy_from_slice(bytes);
+        nul.fill(0);
         *offset = end.div_ceil(8) * 8;
         Some(ptr as u32)
     };
@@ -491,8 +493,10 @@ fn write_args(
         if offset + 8 > LIMIT || offset + 8 > mem.len() {
             return None;
         }
-        mem[offset..offset + 4].copy_from_slice(&p.to_le_bytes());
-        mem[offset + 4..offset + 8].copy_from_slice(&0u32.to_le_bytes());
+        let entry = mem.get_mut(offset..offset + 8)?;
+        let (lo, hi) = entry.split_at_mut(4);
+        lo.copy_from_slice(&p.to_le_bytes());
+        hi.fill(0);
         offset += 8;
     }
     if offset >= LIMIT {

@@ -12,6 +12,10 @@
 //! `wasm_exec.js` does; memory is re-fetched for every access and SP re-read after anything
 //! that may have run Go code.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod host;
 mod instance;

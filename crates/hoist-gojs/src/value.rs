@@ -445,7 +445,9 @@ fn set_index_in(items: &mut Vec<Value>, i: usize, value: Value) {
     if i >= items.len() {
         items.resize(i + 1, Value::Undefined);
     }
-    items[i] = value;
+    if let Some(slot) = items.get_mut(i) {
+        *slot = value;
+    }
 }
 
 /// The NaN-boxing header of every non-number ref.
