@@ -54,5 +54,33 @@ policy_fixtures() {
   printf '%s\n' "$stamp" >"$out/stamp"
   export HOIST_POLICIES_DIR="$out"
   export HOIST_POLICIES_SRC_DIR="$out/src/kubewarden-policies"
+  policy_gate_fixtures "$out"
+}
+
+# hoist's own test policies (testdata/policy/*.rego, Gatekeeper mode) for the gate's tests
+# (crates/hoist-cli/tests/policy_gate_e2e.rs), compiled with the opa CLI the Rego policies above
+# were built with (cached; a changed .rego rebuilds).
+policy_gate_fixtures() {
+  local out="$1/hoist-testdata"
+  local opa="${OPA:-${HOIST_TOOLS_DIR:-$HOME/.cache/hoist-tools}/opa-v1.22.4/opa}"
+  if [ ! -x "$opa" ]; then
+    log "error: the opa CLI is missing at $opa (build-kubewarden-policies builds it for the Rego policies)"
+    return 1
+  fi
+  mkdir -p "$out"
+  local rego name sum
+  for rego in "$root"/testdata/policy/*.rego; do
+    name=$(basename "$rego" .rego)
+    sum=$(sha256sum "$rego" | cut -d' ' -f1)
+    if [ ! -f "$out/$name.wasm" ] || [ "$(cat "$out/$name.sum" 2>/dev/null)" != "$sum" ]; then
+      log "compiling $name.rego (opa build -t wasm -e policy/violation)"
+      (cd "$(dirname "$rego")" && "$opa" build -t wasm -e policy/violation \
+        -o "$out/$name.bundle.tar.gz" "$(basename "$rego")") >&2
+      tar -xzPf "$out/$name.bundle.tar.gz" -O /policy.wasm >"$out/$name.wasm.new"
+      mv "$out/$name.wasm.new" "$out/$name.wasm"
+      printf '%s\n' "$sum" >"$out/$name.sum"
+    fi
+  done
+  export HOIST_POLICY_TESTDATA_DIR="$out"
 }
 policy_fixtures

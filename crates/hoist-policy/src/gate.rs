@@ -274,7 +274,7 @@ impl PolicySpec {
     /// A policy with defaults for everything but its module.
     pub fn new(module: &str) -> PolicySpec {
         PolicySpec {
-            name: module.to_string(),
+            name: short_name(module),
             module: module.to_string(),
             settings: json!({}),
             settings_origin: "by no settings file".into(),
@@ -328,6 +328,20 @@ impl PolicySpec {
         }
         Ok(spec)
     }
+}
+
+/// A policy's name from its module location: the last path segment without `.wasm`/`.gz`
+/// (`oci://r/p/deny:v1` is `deny:v1`, `/x/deny.wasm` is `deny`).
+pub fn short_name(module: &str) -> String {
+    let path = module.split(['?', '#']).next().unwrap_or(module);
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(module);
+    let last = last.strip_suffix(".gz").unwrap_or(last);
+    last.strip_suffix(".wasm").unwrap_or(last).to_string()
 }
 
 fn settings_value(text: &str) -> Result<Value, String> {
@@ -656,6 +670,9 @@ pub struct GateOptions {
     /// Answers the policies' external host calls (Kubernetes reads for the types a
     /// ClusterAdmissionPolicy lists in `contextAwareResources`); [`NoBackend`] refuses them.
     pub backend: Arc<dyn CapabilityBackend>,
+    /// The namespace of namespaced objects that name none (the release namespace), as the
+    /// API server would default it.
+    pub default_namespace: Option<String>,
 }
 
 impl Default for GateOptions {
@@ -663,6 +680,7 @@ impl Default for GateOptions {
         GateOptions {
             limits: Limits::default(),
             backend: Arc::new(NoBackend),
+            default_namespace: None,
         }
     }
 }
@@ -1005,7 +1023,7 @@ impl Gate {
         let mut uid = 0usize;
         for (stage_index, stage) in stages.iter_mut().enumerate() {
             for object in stage.iter_mut() {
-                let label = object_label(object);
+                let mut label = object_label(object);
                 let lookup = |detail: String| GateError::Lookup {
                     object: label.clone(),
                     detail,
@@ -1050,9 +1068,19 @@ impl Gate {
                     object
                         .pointer("/metadata/namespace")
                         .and_then(Value::as_str)
+                        .filter(|ns| !ns.is_empty())
                         .map(str::to_string)
+                        .or_else(|| self.options.default_namespace.clone())
                 } else {
                     None
+                };
+                if let Some(ns) = &namespace {
+                    label = format!("{kind}/{ns}/{name}");
+                }
+                let label = label;
+                let lookup = |detail: String| GateError::Lookup {
+                    object: label.clone(),
+                    detail,
                 };
                 let old = cluster
                     .get(&api_version, &kind, namespace.as_deref(), &name)
@@ -1334,6 +1362,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(spec.module, "oci://127.0.0.1:5000/p:v1");
+        assert_eq!(spec.name, "p:v1");
+        assert_eq!(short_name("/a/b/deny.wasm.gz"), "deny");
+        assert_eq!(short_name("https://h/x/deny.wasm?token=1"), "deny");
         assert_eq!(spec.settings, json!({"denied_names": ["bad"]}));
         assert_eq!(PolicySpec::from_flag("p.wasm").unwrap().settings, json!({}));
         let err = PolicySpec::from_flag("p.wasm,settings=")

@@ -242,3 +242,21 @@ pub async fn whoami(conn: &Connection) -> Result<crate::gate::UserInfo, String> 
         uid: info.get("uid").and_then(Value::as_str).map(str::to_string),
     })
 }
+
+/// The user entry of the kubeconfig's current (or given) context, for the offline gate's
+/// `userInfo`; `None` when there is no readable kubeconfig.
+pub fn kubeconfig_user(path: Option<&std::path::Path>, context: Option<&str>) -> Option<String> {
+    let config = match path {
+        Some(p) => kube::config::Kubeconfig::read_from(p).ok()?,
+        None => kube::config::Kubeconfig::read().ok()?,
+    };
+    let name = context
+        .map(str::to_string)
+        .or_else(|| config.current_context.clone())?;
+    config
+        .contexts
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+}

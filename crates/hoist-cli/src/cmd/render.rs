@@ -31,6 +31,9 @@ pub struct RenderArgs {
 
     #[command(flatten)]
     pub flight: FlightArgs,
+
+    #[command(flatten)]
+    pub gate: crate::cmd::policy::GateArgs,
 }
 
 /// Runs `hoist render`.
@@ -43,8 +46,16 @@ pub fn run(args: RenderArgs, kube: &KubeTarget) -> anyhow::Result<()> {
         Some(ns) => ns.clone(),
         None => kube.default_namespace(),
     };
+    // Policies load (and their settings are checked) before the flight runs.
+    let gate = args.gate.load(&args.flight, &namespace)?;
     let rendered = render_for_output(&args.flight, &release, &namespace)?;
-    let stages = rendered.stages.with_prestages();
+    let mut stages = rendered.stages.with_prestages();
+    if let Some(gate) = &gate {
+        // No cluster: every object is sent as a CREATE.
+        let user = crate::cmd::policy::offline_user(kube);
+        stages =
+            crate::cmd::policy::gate_stages(gate, stages, &hoist_policy::gate::Offline, &user)?;
+    }
     let text = match args.output {
         DataFormat::Yaml => hoist_resources::to_yaml(&stages),
         DataFormat::Json => hoist_resources::to_json(&stages),
