@@ -582,3 +582,86 @@ async fn merged_index(
     }))
     .unwrap_or_default())
 }
+
+/// The parsers a registry's answers go through, exposed for the fuzz targets and property
+/// tests (`crates/hoist-fuzz`, `fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::archive::{self, Ctx};
+    use crate::media::{self, Plan};
+
+    pub use crate::media::Descriptor;
+
+    /// What [`classify`] decided: the format's plan and the descriptors it will fetch.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Classified {
+        /// Yoke: gunzip this layer.
+        Yoke(Descriptor),
+        /// Kubewarden: this layer is the module.
+        Kubewarden(Descriptor),
+        /// kpt index: fetch this platform manifest.
+        KptIndex(Descriptor),
+        /// kpt image: these tar layers.
+        KptImage(Vec<Descriptor>),
+    }
+
+    /// Decides a module's format from a manifest or index body, as a pull does.
+    pub fn classify(body: &[u8], content_type: Option<&str>) -> crate::Result<Classified> {
+        Ok(
+            match media::classify(body, content_type, "oci://fuzz/target")? {
+                Plan::Yoke(d) => Classified::Yoke(d),
+                Plan::Kubewarden(d) => Classified::Kubewarden(d),
+                Plan::KptIndex(d) => Classified::KptIndex(d),
+                Plan::KptImage(l) => Classified::KptImage(l),
+            },
+        )
+    }
+
+    /// The media type a manifest body declares (or its header, or its shape).
+    pub fn manifest_media_type(body: &[u8], content_type: Option<&str>) -> Option<String> {
+        media::manifest_media_type(body, content_type)
+    }
+
+    /// Validates a `sha256:<hex>` digest as descriptors and references do.
+    pub fn parse_digest(digest: &str) -> Result<String, String> {
+        crate::reference::parse_digest(digest)
+    }
+
+    /// Validates a tag.
+    pub fn validate_tag(tag: &str) -> Result<(), String> {
+        crate::reference::validate_tag(tag)
+    }
+
+    /// Parses a `WWW-Authenticate` challenge.
+    pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+        crate::registry::parse_challenge(header)
+    }
+
+    /// The message of a registry error body.
+    pub fn registry_message(body: &[u8]) -> String {
+        crate::registry::registry_message(body)
+    }
+
+    /// Gunzips a Yoke layer with a decompressed-size cap.
+    pub fn gunzip_capped(data: &[u8], limit: u64) -> crate::Result<Vec<u8>> {
+        archive::gunzip_capped(data, &ctx(limit))
+    }
+
+    /// The first regular file of a kpt tar layer, with a size cap.
+    pub fn first_regular_file(
+        data: &[u8],
+        gzipped: bool,
+        limit: u64,
+    ) -> crate::Result<Option<Vec<u8>>> {
+        archive::first_regular_file(data, gzipped, &ctx(limit))
+    }
+
+    fn ctx(limit: u64) -> Ctx<'static> {
+        Ctx {
+            what: "fuzz layer",
+            reference: "oci://fuzz/target",
+            limit,
+            knob: "--max-module-mib",
+        }
+    }
+}

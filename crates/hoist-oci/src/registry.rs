@@ -607,7 +607,7 @@ async fn read_capped(
 }
 
 /// The `message`s of a registry error body (`{"errors":[{"code","message"}]}`).
-fn registry_message(body: &[u8]) -> String {
+pub(crate) fn registry_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct E {
         code: Option<String>,

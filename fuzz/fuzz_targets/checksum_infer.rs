@@ -1,0 +1,4 @@
+#![no_main]
+//! cargo-fuzz wrapper; the body (and its invariants) is `hoist_fuzz::checksum_infer`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hoist_fuzz::checksum_infer(data));
