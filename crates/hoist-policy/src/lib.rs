@@ -23,6 +23,7 @@ pub mod kube;
 pub mod metadata;
 mod opa;
 pub mod response;
+pub mod services;
 mod wapc;
 mod wasi;
 

@@ -108,6 +108,10 @@ struct EvalArgs {
     /// Answer host-capability calls from a recorded session FILE, in order.
     #[arg(long, value_name = "FILE")]
     replay_host_capabilities_interactions: Option<PathBuf>,
+    /// The answer to the policy's DNS lookups of HOST (repeatable); hoist resolves nothing
+    /// else for a policy.
+    #[arg(long, value_name = "HOST=IP[,IP...]")]
+    dns_answer: Vec<String>,
     /// Time limit of each call into the policy (e.g. 2s, 500ms); negative disables it.
     #[arg(
         long,
@@ -366,6 +370,18 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
         } else {
             Arc::new(NoBackend)
         };
+    // Certificates are verified and DNS answered locally (unless a session is replayed).
+    let base: Arc<dyn CapabilityBackend> = if replayer.is_some() {
+        base
+    } else {
+        let mut dns = std::collections::BTreeMap::new();
+        for answer in &eval.dns_answer {
+            let (host, ips) =
+                hoist_policy::services::parse_dns_answer(answer).map_err(anyhow::Error::msg)?;
+            dns.entry(host).or_insert_with(Vec::new).extend(ips);
+        }
+        Arc::new(hoist_policy::services::LocalServices::new(dns, base))
+    };
     let (backend, recorder): (Arc<dyn CapabilityBackend>, _) =
         match &eval.record_host_capabilities_interactions {
             Some(path) => {
@@ -839,6 +855,11 @@ impl GateArgs {
         })?;
         let options = gate::GateOptions {
             default_namespace: Some(namespace.to_string()),
+            // Certificate checks work offline; DNS and the cluster are not reachable.
+            backend: Arc::new(hoist_policy::services::LocalServices::new(
+                Default::default(),
+                Arc::new(NoBackend),
+            )),
             ..Default::default()
         };
         let gate = gate::Gate::load(specs, &pipeline, options)?;
