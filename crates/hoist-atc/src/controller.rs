@@ -125,6 +125,8 @@ pub struct Atc {
     pub concurrency: u16,
     /// Counters.
     pub metrics: Metrics,
+    /// Instances as the child and external-object webhooks see them.
+    pub tracker: crate::track::Tracker,
     airways: Mutex<HashMap<String, AirwayRuntime>>,
     attempts: Mutex<HashMap<String, u32>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
@@ -144,6 +146,7 @@ impl Atc {
             webhooks,
             concurrency: concurrency.max(1),
             metrics: Metrics::default(),
+            tracker: crate::track::Tracker::default(),
             airways: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -173,7 +176,35 @@ impl Atc {
         runtime.trigger.send(reference).is_ok()
     }
 
+    /// Enqueues an instance after `delay` (admission runs before the change is stored, so
+    /// a reconcile started at once could read the object as it was).
+    pub fn enqueue_later(
+        self: &Arc<Self>,
+        airway: &str,
+        namespace: Option<&str>,
+        name: &str,
+        delay: Duration,
+    ) {
+        let atc = self.clone();
+        let (airway, namespace, name) = (
+            airway.to_string(),
+            namespace.map(str::to_string),
+            name.to_string(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            atc.enqueue(&airway, namespace.as_deref(), &name);
+        });
+    }
+
+    /// Whether `user` is the controller itself.
+    pub fn is_self(&self, user: &str) -> bool {
+        self.webhooks.service_account_user().as_deref() == Some(user)
+            || self.webhooks.own_user.as_deref() == Some(user)
+    }
+
     fn stop_airway(&self, name: &str) -> bool {
+        self.tracker.forget_airway(name);
         let mut airways = self.airways.lock().unwrap_or_else(|p| p.into_inner());
         match airways.remove(name) {
             Some(runtime) => {
@@ -687,6 +718,7 @@ async fn reconcile_airway_inner(airway: &DynamicObject, atc: &Arc<Atc>) -> Resul
 /// What an instance reconcile knows about its Airway.
 pub struct InstanceContext {
     atc: Arc<Atc>,
+    airway_name: String,
     airway: Value,
     spec: AirwaySpec,
     names: TemplateNames,
@@ -708,6 +740,7 @@ fn start_instance_controller(
     );
     let ctx = Arc::new(InstanceContext {
         atc: atc.clone(),
+        airway_name: name.to_string(),
         airway: airway.clone(),
         spec,
         names,
@@ -804,6 +837,7 @@ pub fn instance_request(
             name,
         }),
         dry_run,
+        lookups: None,
     })
 }
 
@@ -846,12 +880,13 @@ async fn reconcile_instance_inner(
     let reference = object_ref(&names.group, &names.kind, namespace.as_deref(), &name);
     let lock = atc.instance_lock(&reference);
     let _guard = lock.write().await;
-    let _mode = effective_mode(instance, ctx.spec.mode);
+    let mode = effective_mode(instance, ctx.spec.mode);
 
     let release = instance_release_name(&names.group, &names.kind, namespace.as_deref(), &name);
     let release_ns = namespace.clone().unwrap_or_else(|| "default".into());
 
     if instance.meta().deletion_timestamp.is_some() {
+        atc.tracker.forget(&reference);
         if instance.finalizers().iter().any(|f| f == FLIGHT_FINALIZER) {
             set_ready(
                 &api,
@@ -908,8 +943,26 @@ async fn reconcile_instance_inner(
             return Err(ReconcileError::terminal(message));
         }
     };
+    let mut request = request;
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    if matches!(mode, Mode::Dynamic | Mode::Subscription) {
+        request.lookups = Some(seen.clone());
+    }
     set_ready(&api, instance, Reason::InProgress, "Flight is taking off").await?;
     let deployed = deploy::deploy(&atc.conn, &atc.modules, &request).await;
+    let lookups = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    atc.tracker.record(
+        &reference,
+        crate::track::Tracked {
+            airway: ctx.airway_name.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            mode,
+            release: (release.clone(), release_ns.clone()),
+            lookups,
+        },
+        deployed.result.is_ok(),
+    );
 
     let mut identity_ready = false;
     if let Some(status) = &deployed.identity_status {
@@ -1018,6 +1071,7 @@ pub fn flight_request(flight: &Value, dry_run: bool) -> std::result::Result<Depl
         instance_ref: None,
         identity: None,
         dry_run,
+        lookups: None,
     })
 }
 

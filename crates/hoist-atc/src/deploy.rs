@@ -2,8 +2,7 @@
 //! mark and own the children, take off (or dry-run), judge readiness.
 
 use crate::modules::{ModuleError, Modules};
-use crate::spec::{ANNOTATION_INSTANCE_REF, MANAGED_BY, RunSettings, object_ref};
-use hoist_release::ownership::LABEL_MANAGED_BY;
+use crate::spec::{RunSettings, object_ref};
 use hoist_release::readiness::{self, Readiness};
 use hoist_release::{
     Connection, PruneOptions, ResourceMatcher, Source, TakeoffOptions, TakeoffOutcome,
@@ -12,7 +11,8 @@ use hoist_resources::Stages;
 use hoist_runtime::host::ClusterAccess;
 use hoist_runtime::{FlightError, FlightSpec, StderrMode};
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 /// Largest flight stdout accepted (Yoke has no cap; 64 MiB as the CLI).
 const MAX_STDOUT: usize = 64 * 1024 * 1024;
@@ -59,6 +59,9 @@ pub struct DeployRequest {
     pub identity: Option<Identity>,
     /// Server dry-run only (admission).
     pub dry_run: bool,
+    /// Where the references of the objects the flight looks up are recorded (dynamic and
+    /// subscription modes).
+    pub lookups: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
 /// Why a deploy failed.
@@ -138,13 +141,21 @@ async fn render(
         .clone()
         .unwrap_or_else(|| request.release.clone());
     let access: Option<Arc<dyn ClusterAccess>> = if request.run.cluster_access {
-        Some(Arc::new(hoist_release::ReleaseClusterAccess::new(
+        let access: Arc<dyn ClusterAccess> = Arc::new(hoist_release::ReleaseClusterAccess::new(
             conn.clone(),
             tokio::runtime::Handle::current(),
             &request.release,
             &request.namespace,
             matchers,
-        )))
+        ));
+        Some(match &request.lookups {
+            Some(seen) => Arc::new(crate::track::RecordingAccess::new(
+                access,
+                &request.namespace,
+                seen.clone(),
+            )),
+            None => access,
+        })
     } else {
         None
     };
@@ -163,7 +174,7 @@ async fn render(
     let joined = tokio::task::spawn_blocking(move || {
         let ready = modules
             .load(&location, &checksum, insecure)
-            .map_err(|e| (DeployError::Module(e), None))?;
+            .map_err(|e| Box::new((DeployError::Module(e), None)))?;
         let spec = FlightSpec {
             what: &location,
             release: &argv0,
@@ -181,7 +192,7 @@ async fn render(
             checksum: ready.sha1.clone(),
             sha256: Some(ready.sha256.clone()),
         };
-        match hoist_runtime::run_flight(modules.engine(), &ready.loaded, spec) {
+        match hoist_runtime::run_flight(ready.engine, &ready.loaded, spec) {
             Ok(output) => Ok((output.stdout, source)),
             Err(FlightError::Exit {
                 what,
@@ -196,14 +207,14 @@ async fn render(
                     stdout: Vec::new(),
                 }
                 .to_string();
-                Err((DeployError::Flight(message), Some(stdout)))
+                Err(Box::new((DeployError::Flight(message), Some(stdout))))
             }
-            Err(e) => Err((DeployError::Flight(e.to_string()), None)),
+            Err(e) => Err(Box::new((DeployError::Flight(e.to_string()), None))),
         }
     })
     .await;
     match joined {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|e| *e),
         Err(e) => Err((
             DeployError::Flight(format!("the flight task failed: {e}")),
             None,
@@ -234,18 +245,8 @@ fn take_identity(stages: &mut Stages, identity: &Identity) -> Option<Value> {
 
 fn mark_children(stages: &mut Stages, request: &DeployRequest) {
     for resource in stages.iter_mut() {
+        hoist_release::ownership::add_atc_marks(resource, request.instance_ref.as_deref());
         let metadata = resource.metadata_mut();
-        if let Some(Value::Object(labels)) = metadata.get_mut("labels") {
-            labels.insert(LABEL_MANAGED_BY.into(), Value::String(MANAGED_BY.into()));
-        }
-        if let Some(instance_ref) = &request.instance_ref
-            && let Some(Value::Object(annotations)) = metadata.get_mut("annotations")
-        {
-            annotations.insert(
-                ANNOTATION_INSTANCE_REF.into(),
-                Value::String(instance_ref.clone()),
-            );
-        }
         let owners = metadata
             .entry("ownerReferences")
             .or_insert_with(|| Value::Array(Vec::new()));
@@ -266,33 +267,10 @@ async fn check_pin(
     request: &DeployRequest,
     source: &Source,
 ) -> Result<(), DeployError> {
-    use hoist_provenance::checksum::Sha256Digest;
-    use hoist_provenance::pin::{ModuleDigests, check_pin};
-    let history = hoist_release::load_release(conn, &request.release, &request.namespace).await?;
-    let previous: Vec<(String, String)> = history
-        .history
-        .iter()
-        .map(|r| {
-            let checksum = r
-                .source
-                .sha256
-                .clone()
-                .unwrap_or_else(|| r.source.checksum.clone());
-            (r.source.url.clone(), checksum)
-        })
-        .collect();
-    let sha256 = source.sha256.as_deref().unwrap_or("");
-    let digests = ModuleDigests {
-        sha256: Sha256Digest::from_hex(sha256).map_err(|e| DeployError::Pin(e.to_string()))?,
-        sha1: Some(source.checksum.clone()),
-    };
-    check_pin(
-        &source.url,
-        &digests,
-        previous.iter().map(|(u, c)| (u.as_str(), c.as_str())),
-    )
-    .map(|_| ())
-    .map_err(|e| DeployError::Pin(e.to_string()))
+    hoist_release::pin::check_digest_pin(conn, &request.release, &request.namespace, source)
+        .await
+        .map(|_| ())
+        .map_err(|e| DeployError::Pin(e.to_string()))
 }
 
 /// Renders, passes the identity's status through, and takes off (or dry-runs).
@@ -518,6 +496,8 @@ pub fn instance_input(instance: &Value, object_path: &[String]) -> Result<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::ANNOTATION_INSTANCE_REF;
+    use hoist_release::ownership::LABEL_MANAGED_BY;
     use serde_json::json;
 
     #[test]
@@ -561,7 +541,7 @@ mod tests {
 
     #[test]
     fn children_are_marked_and_owned() {
-        let out = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "labels": {}, "annotations": {}}}"#;
+        let out = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}"#;
         let mut stages = hoist_resources::parse_flight_output(out).unwrap();
         let request = DeployRequest {
             release: "r".into(),
@@ -577,6 +557,7 @@ mod tests {
             instance_ref: Some("default/Backend.examples.com:b".into()),
             identity: None,
             dry_run: false,
+            lookups: None,
         };
         mark_children(&mut stages, &request);
         mark_children(&mut stages, &request);

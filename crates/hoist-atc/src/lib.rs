@@ -2,6 +2,7 @@
 //! become releases; admission and conversion webhooks over TLS.
 #![warn(missing_docs)]
 
+pub mod children;
 pub mod controller;
 pub mod crds;
 pub mod deploy;
@@ -13,6 +14,7 @@ pub mod spec;
 pub mod status;
 pub mod template;
 pub mod tls;
+pub mod track;
 pub mod webhook;
 
 pub use run::{AtcConfig, AtcError, TlsFiles, run};

@@ -89,22 +89,17 @@ impl Metrics {
                 "hoist_atc_admissions_total{{path=\"{path}\",allowed=\"false\"}} {denied}"
             );
         }
-        out.push_str("# HELP hoist_atc_module_loads_total Module loads, by where the compiled code came from.\n# TYPE hoist_atc_module_loads_total counter\n");
-        let _ = writeln!(
-            out,
-            "hoist_atc_module_loads_total{{source=\"memory\"}} {}",
-            modules.memory_hits
-        );
-        let _ = writeln!(
-            out,
-            "hoist_atc_module_loads_total{{source=\"disk\"}} {}",
-            modules.disk_hits
-        );
-        let _ = writeln!(
-            out,
-            "hoist_atc_module_loads_total{{source=\"compiled\"}} {}",
-            modules.compiles
-        );
+        out.push_str("# HELP hoist_atc_module_loads_total Module loads, by outcome (cache: compiled code from the module cache).\n# TYPE hoist_atc_module_loads_total counter\n");
+        for (outcome, n) in [
+            ("cache", modules.cache_hits),
+            ("compiled", modules.compiles),
+            ("failed", modules.failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "hoist_atc_module_loads_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
         out
     }
 }
@@ -120,9 +115,9 @@ mod tests {
         m.error("Airway");
         m.admission("/validations/x", false);
         let text = m.render(crate::modules::ModuleStats {
-            memory_hits: 3,
-            disk_hits: 0,
+            cache_hits: 3,
             compiles: 1,
+            failures: 0,
         });
         assert!(
             text.contains("hoist_atc_reconciles_total{kind=\"Airway\"} 1"),
@@ -131,6 +126,6 @@ mod tests {
         assert!(text.contains("hoist_atc_reconcile_errors_total{kind=\"Airway\"} 1"));
         assert!(text.contains("hoist_atc_reconcile_seconds_total{kind=\"Airway\"} 1.5"));
         assert!(text.contains("path=\"/validations/x\",allowed=\"false\"} 1"));
-        assert!(text.contains("hoist_atc_module_loads_total{source=\"memory\"} 3"));
+        assert!(text.contains("hoist_atc_module_loads_total{outcome=\"cache\"} 3"));
     }
 }

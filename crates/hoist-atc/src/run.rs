@@ -84,9 +84,15 @@ pub async fn run(
     controller::apply_controller_crds(conn.client.clone())
         .await
         .map_err(|e| AtcError(format!("applying the Airway/Flight CRDs: {e}")))?;
+    let own_user = own_user(&conn).await;
+    tracing::info!(
+        user = own_user.as_deref().unwrap_or("?"),
+        "the controller's own requests skip its webhooks"
+    );
     let webhooks = Webhooks {
         target: config.target.clone(),
         ca_pem: tls.ca_pem.clone(),
+        own_user,
     };
     let atc = Atc::new(
         conn,
@@ -106,6 +112,38 @@ pub async fn run(
     let removed = controller::delete_global_webhooks(&atc).await;
     server.abort();
     removed.map_err(|e| AtcError(e.to_string()))
+}
+
+/// The user name the API server knows the controller by (a SelfSubjectReview), so its own
+/// writes skip the webhooks on children (as Yoke's match condition on its service account).
+async fn own_user(conn: &Connection) -> Option<String> {
+    let resource = crate::controller::api_resource(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+    );
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(conn.client.clone(), &resource);
+    let review: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "SelfSubjectReview",
+        "metadata": {},
+    }))
+    .ok()?;
+    match api.create(&kube::api::PostParams::default(), &review).await {
+        Ok(answer) => answer
+            .data
+            .pointer("/status/userInfo/username")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        Err(e) => {
+            tracing::warn!(
+                "cannot learn the controller's own user name (SelfSubjectReview): {e}; its own writes will reach its webhooks"
+            );
+            None
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (graceful shutdown).

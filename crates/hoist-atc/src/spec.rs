@@ -13,10 +13,10 @@ pub const API_VERSION: &str = "yoke.cd/v1alpha1";
 pub const AIRWAY_FINALIZER: &str = "yoke.cd/strip.airway";
 /// Finalizer on instances, Flights and ClusterFlights.
 pub const FLIGHT_FINALIZER: &str = "yoke.cd/mayday.flight";
-/// Label value of `app.kubernetes.io/managed-by` on everything the controller applies.
-pub const MANAGED_BY: &str = "atc.yoke";
-/// Annotation naming the instance an applied object belongs to.
-pub const ANNOTATION_INSTANCE_REF: &str = "instance.atc.yoke.cd/instanceRef";
+/// The annotation naming the instance a child was rendered for.
+pub use hoist_release::ownership::ANNOTATION_INSTANCE_REF;
+/// `app.kubernetes.io/managed-by` of the controller's objects.
+pub use hoist_release::ownership::MANAGED_BY_ATC as MANAGED_BY;
 /// Annotation overriding an instance's flight URL.
 pub const ANNOTATION_OVERRIDE_FLIGHT: &str = "overrides.yoke.cd/flight";
 /// Annotation overriding an instance's mode.

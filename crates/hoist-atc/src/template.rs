@@ -29,6 +29,9 @@ pub struct Webhooks {
     pub target: WebhookTarget,
     /// PEM of the CA that signed the server certificate.
     pub ca_pem: String,
+    /// The controller's own user name, as the API server sees it (learned at start with a
+    /// SelfSubjectReview): its own writes skip the webhooks, as Yoke's service account does.
+    pub own_user: Option<String>,
 }
 
 impl Webhooks {
@@ -64,14 +67,28 @@ impl Webhooks {
         }
     }
 
-    fn match_conditions(&self) -> Vec<Value> {
-        match self.service_account_user() {
-            Some(user) => vec![json!({
-                "name": "not-atc-service-account",
-                "expression": format!("request.userInfo.username != \"{user}\""),
-            })],
-            None => Vec::new(),
+    /// Users whose requests the webhooks never see: the controller itself.
+    fn excluded_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.service_account_user().into_iter().collect();
+        if let Some(own) = &self.own_user
+            && !users.contains(own)
+        {
+            users.push(own.clone());
         }
+        users
+    }
+
+    fn match_conditions(&self) -> Vec<Value> {
+        let users = self.excluded_users();
+        if users.is_empty() {
+            return Vec::new();
+        }
+        let expression = users
+            .iter()
+            .map(|u| format!("request.userInfo.username != {}", cel_string(u)))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        vec![json!({"name": "not-atc-service-account", "expression": expression})]
     }
 
     fn webhook(&self, name: &str, path: &str, rules: Value, extra: Value) -> Value {
@@ -88,10 +105,19 @@ impl Webhooks {
         hook
     }
 
-    /// The global ValidatingWebhookConfigurations (airways, flights), applied at start and
-    /// deleted on graceful shutdown.
+    /// The global ValidatingWebhookConfigurations (airways, flights, children of instances,
+    /// external objects), applied at start and deleted on graceful shutdown.
     pub fn global_configurations(&self) -> Vec<Value> {
         let conditions = self.match_conditions();
+        let mut managed_conditions = vec![json!({
+            "name": "managed-by-atc",
+            "expression": format!(
+                "(object != null && has(object.metadata.labels) && {label} in object.metadata.labels && object.metadata.labels[{label}] == {value}) || (oldObject != null && has(oldObject.metadata.labels) && {label} in oldObject.metadata.labels && oldObject.metadata.labels[{label}] == {value})",
+                label = cel_string(hoist_release::ownership::LABEL_MANAGED_BY),
+                value = cel_string(hoist_release::ownership::MANAGED_BY_ATC),
+            ),
+        })];
+        managed_conditions.extend(conditions.iter().cloned());
         vec![
             json!({
                 "apiVersion": "admissionregistration.k8s.io/v1",
@@ -113,6 +139,33 @@ impl Webhooks {
                     "/validations/flights.yoke.cd",
                     json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": ["yoke.cd"], "apiVersions": ["v1alpha1"], "resources": ["flights", "clusterflights"]}]),
                     json!({"failurePolicy": "Fail", "timeoutSeconds": 30, "matchPolicy": "Exact", "matchConditions": conditions}),
+                )]
+            }),
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "atc-resources"},
+                "webhooks": [self.webhook(
+                    "resources.yoke.cd",
+                    "/validations/resources",
+                    json!([{"operations": ["UPDATE", "DELETE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"], "scope": "*"}]),
+                    json!({"failurePolicy": "Ignore", "timeoutSeconds": 10, "matchPolicy": "Exact", "matchConditions": managed_conditions}),
+                )]
+            }),
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "atc-external-resources"},
+                "webhooks": [self.webhook(
+                    "external.resources.yoke.cd",
+                    "/validations/external-resources",
+                    json!([{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"], "scope": "*"}]),
+                    json!({"failurePolicy": "Ignore", "timeoutSeconds": 1, "matchPolicy": "Exact", "matchConditions": [
+                        {"name": "named", "expression": "request.name != \"\""},
+                        {"name": "not-lease", "expression": "request.kind.group != \"coordination.k8s.io\" || request.kind.kind != \"Lease\""},
+                        {"name": "not-node", "expression": "request.kind.group != \"\" || request.kind.kind != \"Node\""},
+                        {"name": "not-event", "expression": "request.kind.kind != \"Event\""},
+                    ]}),
                 )]
             }),
         ]
@@ -146,6 +199,11 @@ impl Webhooks {
             )]
         })
     }
+}
+
+/// A CEL string literal.
+fn cel_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// An ownerReference to `owner` (`blockOwnerDeletion: true`, no controller flag).
@@ -295,6 +353,7 @@ mod tests {
         Webhooks {
             target: WebhookTarget::Url("https://127.0.0.1:3000/".into()),
             ca_pem: "PEM".into(),
+            own_user: None,
         }
     }
 
@@ -365,6 +424,7 @@ mod tests {
                 port: 80,
             },
             ca_pem: "PEM".into(),
+            own_user: None,
         };
         let globals = service.global_configurations();
         assert_eq!(globals[0]["metadata"]["name"], json!("atc-airway"));

@@ -135,8 +135,9 @@ async fn handle_request(req: Request<Incoming>, atc: Arc<Atc>) -> Response<Full<
     let verdict: futures::future::BoxFuture<'_, Result<Verdict, String>> = match path.as_str() {
         "/validations/airways.yoke.cd" => Box::pin(validate_airway(&atc, request)),
         "/validations/flights.yoke.cd" => Box::pin(validate_flight(&atc, request)),
-        "/validations/resources" | "/validations/external-resources" => {
-            Box::pin(async { Ok(Verdict::Allow) })
+        "/validations/resources" => Box::pin(crate::children::validate_child(&atc, request)),
+        "/validations/external-resources" => {
+            Box::pin(crate::children::track_external(&atc, request))
         }
         other => match other.strip_prefix("/validations/") {
             Some(airway) => Box::pin(validate_instance(&atc, airway, request)),
@@ -183,7 +184,8 @@ pub enum Verdict {
     },
 }
 
-fn deny(code: u16, reason: &'static str, message: impl Into<String>) -> Verdict {
+/// A denial.
+pub fn deny(code: u16, reason: &'static str, message: impl Into<String>) -> Verdict {
     Verdict::Deny {
         code,
         reason,
@@ -201,7 +203,7 @@ async fn load_module(
     let (location, checksum) = (location.to_string(), checksum.to_string());
     tokio::task::spawn_blocking(move || modules.load(&location, &checksum, insecure).map(|_| ()))
         .await
-        .map_err(|e| crate::modules::ModuleError::Failed(format!("module task failed: {e}")))?
+        .map_err(|e| crate::modules::ModuleError::Setup(format!("module task failed: {e}")))?
 }
 
 async fn validate_airway(atc: &Atc, request: &Value) -> Result<Verdict, String> {
@@ -461,7 +463,7 @@ async fn convert(atc: &Atc, airway_name: &str, body: Vec<u8>) -> Response<Full<B
             stderr: hoist_runtime::StderrMode::Capture,
             cluster: None,
         };
-        hoist_runtime::run_flight(modules.engine(), &ready.loaded, flight)
+        hoist_runtime::run_flight(ready.engine, &ready.loaded, flight)
             .map(|out| out.stdout)
             .map_err(|e| e.to_string())
     })

@@ -8,6 +8,8 @@
 //! webhook configurations are cluster-wide, so the tests run one controller at a time.
 
 mod common;
+#[path = "../../hoist-release/tests/support/mod.rs"]
+mod support;
 
 use hoist_release::Connection;
 use serde_json::{Value, json};
@@ -36,14 +38,7 @@ fn env() -> Option<Env> {
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}{:x}",
-        (nanos ^ ((std::process::id() as u128) << 20)) & 0xff_ffff
-    )
+    support::unique(prefix)
 }
 
 fn free_port() -> u16 {
@@ -52,6 +47,86 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Standard base64 (the token Secret's data).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            other => panic!("not base64: {other}"),
+        }
+    };
+    let mut out = Vec::new();
+    let bytes: Vec<u8> = text.bytes().filter(|c| *c != b'=').collect();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c) << (18 - 6 * i);
+        }
+        let got = chunk.len() * 6 / 8;
+        for i in 0..got {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// A kubeconfig for a service account bound to cluster-admin, which the controller runs as:
+/// the controller's own requests skip its webhooks (by user name), so it must not share the
+/// tests' user, exactly as in a cluster where it runs as its own service account.
+fn controller_kubeconfig(env: &Env) -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let conn = connect(&env.kubeconfig);
+        let ns = "hoist-atc-e2e";
+        runtime().block_on(support::namespace(&conn, ns));
+        apply(&conn, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "controller", "namespace": ns}})).unwrap();
+        apply(&conn, &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "hoist-atc-e2e-controller"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": ns}],
+        }))
+        .unwrap();
+        apply(&conn, &json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": "controller-token", "namespace": ns, "annotations": {"kubernetes.io/service-account.name": "controller"}},
+        }))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let token = loop {
+            if let Some(token) = get(&conn, "v1", "Secret", Some(ns), "controller-token")
+                .and_then(|s| s.pointer("/data/token").and_then(Value::as_str).map(str::to_string))
+            {
+                break String::from_utf8(base64_decode(&token)).unwrap();
+            }
+            assert!(Instant::now() < deadline, "the service account token was never issued (is kube-controller-manager running?)");
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
+        let field = |key: &str| {
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().trim_matches('"').to_string()))
+                .unwrap_or_else(|| panic!("no {key} in {}", env.kubeconfig.display()))
+        };
+        let (server, ca) = (field("server:"), field("certificate-authority-data:"));
+        let path = std::env::temp_dir().join(format!("hoist-atc-e2e-{}.kubeconfig", std::process::id()));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: cp\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: atc\n  user:\n    token: {token}\ncontexts:\n- name: atc\n  context:\n    cluster: cp\n    user: atc\ncurrent-context: atc\n"
+            ),
+        )
+        .unwrap();
+        path
+    })
+    .clone()
 }
 
 /// A running `hoist atc`.
@@ -72,7 +147,7 @@ impl Controller {
             .arg("--cache-dir")
             .arg(dir.path().join("modules"))
             .args(extra)
-            .env("KUBECONFIG", &env.kubeconfig)
+            .env("KUBECONFIG", controller_kubeconfig(env))
             .env("HOIST_CACHE_DIR", dir.path())
             .env("HOIST_LOG", "hoist_atc=info,hoist=info")
             .env_remove("PORT")
@@ -101,6 +176,12 @@ impl Controller {
             .is_some_and(|c| c.pointer("/webhooks/0/clientConfig/url") == Some(&json!(want)))
         });
         controller
+    }
+
+    /// SIGKILL: no graceful shutdown (a crash).
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn logs(&self) -> String {
@@ -173,37 +254,36 @@ fn get(
     ns: Option<&str>,
     name: &str,
 ) -> Option<Value> {
-    runtime().block_on(async {
-        let res = conn.resolve(api_version, kind).await.ok()??;
-        conn.get_object(&res, ns, name).await.ok()?
-    })
+    runtime().block_on(support::get(conn, api_version, kind, ns, name))
 }
 
 /// Server-side applies `object` as a user would (`kubectl apply --server-side`).
 fn apply(conn: &Connection, object: &Value) -> Result<Value, String> {
+    runtime().block_on(support::apply(conn, object))
+}
+
+fn delete(conn: &Connection, api_version: &str, kind: &str, ns: Option<&str>, name: &str) {
+    runtime().block_on(support::delete(conn, api_version, kind, ns, name))
+}
+
+/// Deletes an object and says what the API server answered.
+fn try_delete(
+    conn: &Connection,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(), String> {
     runtime().block_on(async {
-        let api_version = object["apiVersion"].as_str().unwrap();
-        let kind = object["kind"].as_str().unwrap();
         let res = conn
             .resolve(api_version, kind)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{api_version} {kind} is not served"))?;
-        let ns = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str);
-        let name = object["metadata"]["name"].as_str().unwrap();
-        conn.apply_object(&res, ns, name, object, false, true)
+        conn.delete_object(&res, ns, name)
             .await
+            .map(|_| ())
             .map_err(|e| e.to_string())
-    })
-}
-
-fn delete(conn: &Connection, api_version: &str, kind: &str, ns: Option<&str>, name: &str) {
-    runtime().block_on(async {
-        if let Ok(Some(res)) = conn.resolve(api_version, kind).await {
-            let _ = conn.delete_object(&res, ns, name).await;
-        }
     })
 }
 
@@ -214,10 +294,7 @@ fn list(
     ns: Option<&str>,
     selector: &str,
 ) -> Vec<Value> {
-    runtime().block_on(async {
-        let res = conn.resolve(api_version, kind).await.unwrap().unwrap();
-        conn.list_objects(&res, ns, Some(selector)).await.unwrap()
-    })
+    runtime().block_on(support::list(conn, api_version, kind, ns, selector))
 }
 
 fn ready_reason(object: &Value) -> Option<(String, String)> {
@@ -686,4 +763,561 @@ fn flights_and_cluster_flights_and_graceful_shutdown() {
             "{config} must be removed on shutdown"
         );
     }
+}
+
+fn instance_ready(conn: &Connection, group: &str, name: &str) -> bool {
+    get(
+        conn,
+        &format!("{group}/v1"),
+        "Backend",
+        Some("default"),
+        name,
+    )
+    .and_then(|i| ready_reason(&i))
+        == Some(("True".into(), "Ready".into()))
+}
+
+fn airway_ready(conn: &Connection, group: &str) -> bool {
+    get(
+        conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    )
+    .and_then(|a| ready_reason(&a))
+        == Some(("True".into(), "Ready".into()))
+}
+
+fn configmap(conn: &Connection, ns: &str, name: &str) -> Option<Value> {
+    get(conn, "v1", "ConfigMap", Some(ns), name)
+}
+
+/// A user's own change of a ConfigMap field (a merge patch, as `kubectl patch` does).
+fn edit_configmap(conn: &Connection, name: &str, key: &str, value: &str) -> Result<Value, String> {
+    runtime().block_on(async {
+        let res = conn.resolve("v1", "ConfigMap").await.unwrap().unwrap();
+        conn.merge_patch(&res, Some("default"), name, &json!({"data": {key: value}}))
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Applies until the API server accepts (after a restart, an Airway's webhook points at the
+/// new controller once that Airway is reconciled again).
+fn apply_eventually(conn: &Connection, object: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match apply(conn, object) {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline && e.contains("failed calling webhook") => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A wasip1 module that writes `output` to stdout (an override flight with other output).
+fn fixed_output_module(output: &Value) -> Vec<u8> {
+    let text = output.to_string();
+    let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "{escaped}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = text.len()
+    ))
+    .unwrap()
+}
+
+fn revisions(conn: &Connection, release: &str) -> Vec<Value> {
+    let selector = format!(
+        "internal.yoke/kind=revision,internal.yoke/release={}",
+        sha1_hex(release)
+    );
+    list(conn, "v1", "Secret", Some("default"), &selector)
+}
+
+/// Yoke's mode, drift, history, override and conversion scenarios against one controller.
+#[test]
+fn modes_drift_history_overrides_conversion_and_cluster_scope() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let atc = Controller::start(&env, &[]);
+    let minute = Duration::from_secs(60);
+    let run = unique("m");
+
+    // Dynamic mode, history cap 3: a deleted child is recreated; 3 revisions are kept.
+    let dynamic = format!("dyn-{run}.examples.com");
+    apply(
+        &conn,
+        &airway(
+            &dynamic,
+            &env.flight,
+            json!({"mode": "dynamic", "historyCapSize": 3}),
+        ),
+    )
+    .unwrap();
+    atc.wait("the dynamic Airway", minute, || {
+        airway_ready(&conn, &dynamic)
+    });
+    let dyn_name = format!("dyn-{run}");
+    apply(
+        &conn,
+        &backend(&dynamic, &dyn_name, json!({"data": {"color": "blue"}})),
+    )
+    .unwrap();
+    atc.wait("the dynamic instance", minute, || {
+        instance_ready(&conn, &dynamic, &dyn_name)
+    });
+    let first_uid = configmap(&conn, "default", &dyn_name).unwrap()["metadata"]["uid"].clone();
+    delete(&conn, "v1", "ConfigMap", Some("default"), &dyn_name);
+    atc.wait("dynamic mode to recreate the deleted child", minute, || {
+        configmap(&conn, "default", &dyn_name)
+            .is_some_and(|c| c["metadata"]["uid"] != first_uid && c["data"]["color"] == "blue")
+    });
+    let dyn_release = format!("{dynamic}.Backend.default.{dyn_name}");
+    for color in ["c1", "c2", "c3", "c4"] {
+        apply(
+            &conn,
+            &backend(&dynamic, &dyn_name, json!({"data": {"color": color}})),
+        )
+        .unwrap();
+        atc.wait(&format!("color {color}"), minute, || {
+            configmap(&conn, "default", &dyn_name).is_some_and(|c| c["data"]["color"] == color)
+        });
+    }
+    atc.wait("history capped at 3", Duration::from_secs(30), || {
+        revisions(&conn, &dyn_release).len() == 3
+    });
+    for revision in revisions(&conn, &dyn_release) {
+        let annotations = &revision["metadata"]["annotations"];
+        assert!(
+            annotations["internal.yoke/source-url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("file://")),
+            "{annotations}"
+        );
+        assert_eq!(
+            annotations["internal.yoke/source-checksum"]
+                .as_str()
+                .map(str::len),
+            Some(40),
+            "Yoke's SHA-1 source checksum: {annotations}"
+        );
+    }
+
+    // Static mode: changes and deletes of children are refused; fields the flight does not
+    // set may change; an admin's mode override to dynamic makes the child self-heal.
+    let fixed = format!("sta-{run}.examples.com");
+    apply(
+        &conn,
+        &airway(&fixed, &env.flight, json!({"mode": "static"})),
+    )
+    .unwrap();
+    atc.wait("the static Airway", minute, || airway_ready(&conn, &fixed));
+    let sta_name = format!("sta-{run}");
+    apply(
+        &conn,
+        &backend(&fixed, &sta_name, json!({"data": {"color": "blue"}})),
+    )
+    .unwrap();
+    atc.wait("the static instance", minute, || {
+        instance_ready(&conn, &fixed, &sta_name)
+    });
+    let err = edit_configmap(&conn, &sta_name, "color", "red")
+        .expect_err("a static child must not change");
+    assert!(
+        err.contains("resources.yoke.cd") && err.contains("cannot modify flight sub-resources"),
+        "{err}"
+    );
+    edit_configmap(&conn, &sta_name, "extra", "a field the flight does not set")
+        .expect("fields the flight does not set may change");
+    let err = try_delete(&conn, "v1", "ConfigMap", Some("default"), &sta_name)
+        .expect_err("a static child must not be deleted");
+    assert!(
+        err.contains("cannot delete resources managed by Air-Traffic-Controller"),
+        "{err}"
+    );
+    let mut overridden = backend(&fixed, &sta_name, json!({"data": {"color": "blue"}}));
+    overridden["metadata"]["annotations"] = json!({"overrides.yoke.cd/mode": "dynamic"});
+    apply(&conn, &overridden).unwrap();
+    // Wait for the reconcile of the override (the instance's status is rewritten).
+    std::thread::sleep(Duration::from_secs(2));
+    atc.wait("the overridden instance", minute, || {
+        instance_ready(&conn, &fixed, &sta_name)
+    });
+    let uid = configmap(&conn, "default", &sta_name).unwrap()["metadata"]["uid"].clone();
+    try_delete(&conn, "v1", "ConfigMap", Some("default"), &sta_name)
+        .expect("with the dynamic override the child may be deleted");
+    atc.wait(
+        "the overridden instance's child to come back",
+        minute,
+        || configmap(&conn, "default", &sta_name).is_some_and(|c| c["metadata"]["uid"] != uid),
+    );
+
+    // fixDriftInterval: a manual change to a child of a standard instance is reverted.
+    let drift = format!("drift-{run}.examples.com");
+    apply(
+        &conn,
+        &airway(&drift, &env.flight, json!({"fixDriftInterval": "500ms"})),
+    )
+    .unwrap();
+    atc.wait("the drift Airway", minute, || airway_ready(&conn, &drift));
+    let drift_name = format!("drift-{run}");
+    apply(
+        &conn,
+        &backend(&drift, &drift_name, json!({"data": {"color": "blue"}})),
+    )
+    .unwrap();
+    atc.wait("the drift instance", minute, || {
+        instance_ready(&conn, &drift, &drift_name)
+    });
+    edit_configmap(&conn, &drift_name, "color", "tampered")
+        .expect("standard mode lets users change children");
+    atc.wait("fixDriftInterval to revert the change", minute, || {
+        configmap(&conn, "default", &drift_name).is_some_and(|c| c["data"]["color"] == "blue")
+    });
+
+    // Override annotations need `update airways`: a user who may create instances but not
+    // update Airways is refused; an admin may point an instance at another module.
+    if let Some(restricted) = support::kubeconfig("HOIST_TEST_RESTRICTED_KUBECONFIG") {
+        let role = format!("atc-e2e-{run}");
+        apply(&conn, &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": [{"apiGroups": [drift], "resources": ["backends"], "verbs": ["get", "list", "create", "update", "patch"]}],
+        }))
+        .unwrap();
+        apply(&conn, &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hoist-restricted"}],
+        }))
+        .unwrap();
+        let user = connect(&restricted);
+        let mut with_override = backend(&drift, "by-user", json!({"data": {"color": "x"}}));
+        with_override["metadata"]["annotations"] =
+            json!({"overrides.yoke.cd/flight": env.flight.display().to_string()});
+        let mut refused = Err(String::new());
+        // RBAC bindings take a moment to reach the authorizer's cache.
+        for _ in 0..40 {
+            refused = apply(&user, &with_override);
+            if refused
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.contains("override annotations"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let err = refused.expect_err("override annotations need update on airways");
+        assert!(
+            err.contains("user does not have permissions to create or update override annotations"),
+            "{err}"
+        );
+        apply(
+            &user,
+            &backend(&drift, "by-user", json!({"data": {"color": "x"}})),
+        )
+        .expect("a plain instance needs no Airway permission");
+        delete(
+            &conn,
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            None,
+            &role,
+        );
+        delete(
+            &conn,
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            None,
+            &role,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("override.wasm");
+    std::fs::write(&copy, fixed_output_module(&json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": drift_name}, "data": {"by": "override"}}]))).unwrap();
+    let mut admin_override = backend(&drift, &drift_name, json!({"data": {"color": "blue"}}));
+    admin_override["metadata"]["annotations"] =
+        json!({"overrides.yoke.cd/flight": copy.display().to_string()});
+    apply(&conn, &admin_override).expect("an admin may set override annotations");
+    let drift_release = format!("{drift}.Backend.default.{drift_name}");
+    atc.wait("the override module to be used", minute, || {
+        configmap(&conn, "default", &drift_name).is_some_and(|c| c["data"]["by"] == "override")
+    });
+    assert!(revisions(&conn, &drift_release).iter().any(|r| {
+        r["metadata"]["annotations"]["internal.yoke/source-url"]
+            == json!(format!("file://{}", copy.display()))
+    }));
+
+    // Conversion: the converter module serves v1 <-> v2.
+    let conv = format!("conv-{run}.examples.com");
+    let mut conv_airway = airway(&conv, &env.flight, json!({}));
+    conv_airway["spec"]["wasmUrls"]["converter"] = json!(env.flight.display().to_string());
+    let v1 = conv_airway["spec"]["template"]["versions"][0].clone();
+    let mut v2 = v1.clone();
+    v2["name"] = json!("v2");
+    v2["storage"] = json!(false);
+    conv_airway["spec"]["template"]["versions"] = json!([v1, v2]);
+    apply(&conn, &conv_airway).unwrap();
+    atc.wait("the converting Airway", minute, || {
+        airway_ready(&conn, &conv)
+    });
+    let crd = get(
+        &conn,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        &format!("backends.{conv}"),
+    )
+    .unwrap();
+    assert_eq!(crd["spec"]["conversion"]["strategy"], "Webhook");
+    apply(
+        &conn,
+        &backend(&conv, "converted", json!({"data": {"a": "b"}})),
+    )
+    .unwrap();
+    let as_v2 = get(
+        &conn,
+        &format!("{conv}/v2"),
+        "Backend",
+        Some("default"),
+        "converted",
+    )
+    .expect("the instance read as v2");
+    assert_eq!(as_v2["apiVersion"], json!(format!("{conv}/v2")));
+    assert_eq!(as_v2["spec"]["entries"], json!({"a": "b"}), "{as_v2}");
+    assert!(as_v2["spec"].get("data").is_none(), "{as_v2}");
+
+    // Cluster scope: a cluster-scoped instance may write to several namespaces.
+    let wide = format!("clu-{run}.examples.com");
+    let mut wide_airway = airway(&wide, &env.flight, json!({}));
+    wide_airway["spec"]["template"]["scope"] = json!("Cluster");
+    apply(&conn, &wide_airway).unwrap();
+    atc.wait("the cluster-scoped Airway", minute, || {
+        airway_ready(&conn, &wide)
+    });
+    let wide_name = format!("clu-{run}");
+    apply(
+        &conn,
+        &json!({
+            "apiVersion": format!("{wide}/v1"), "kind": "Backend",
+            "metadata": {"name": wide_name},
+            "spec": {"data": {"x": "y"}, "otherNamespace": "kube-public"},
+        }),
+    )
+    .expect("a cluster-scoped instance may write to several namespaces");
+    atc.wait("the cluster-scoped instance", minute, || {
+        get(&conn, &format!("{wide}/v1"), "Backend", None, &wide_name)
+            .and_then(|i| ready_reason(&i))
+            == Some(("True".into(), "Ready".into()))
+    });
+    assert!(configmap(&conn, "kube-public", &wide_name).is_some());
+    assert!(configmap(&conn, "default", &wide_name).is_some());
+
+    // /metrics counts what happened.
+    for group in [&dynamic, &fixed, &drift, &conv, &wide] {
+        delete(
+            &conn,
+            "yoke.cd/v1alpha1",
+            "Airway",
+            None,
+            &format!("backends.{group}"),
+        );
+    }
+    atc.wait("the Airways to be gone", Duration::from_secs(120), || {
+        [&dynamic, &fixed, &drift, &conv, &wide].iter().all(|g| {
+            get(
+                &conn,
+                "yoke.cd/v1alpha1",
+                "Airway",
+                None,
+                &format!("backends.{g}"),
+            )
+            .is_none()
+        })
+    });
+    let status = atc.stop();
+    assert!(status.success(), "hoist atc exited with {status}");
+}
+
+/// The allow list and verification keys refuse modules at the Airway webhook; a signed,
+/// allow-listed module is accepted (unlike Yoke, allow-listed modules are still checked).
+#[test]
+fn allow_list_and_signatures_refuse_modules() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let unsigned = allowed.join("unsigned.wasm");
+    std::fs::copy(&env.flight, &unsigned).unwrap();
+    let signed = allowed.join("signed.wasm");
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys");
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["sign", "--key"])
+        .arg(keys.join("test-p256.pkcs8.pem"))
+        .arg("-o")
+        .arg(&signed)
+        .arg(&env.flight)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Yoke's MODULE_VERIFICATION_KEYS_PATH format: a JSON array of PEM strings.
+    let keys_json = dir.path().join("keys.json");
+    let pem = std::fs::read_to_string(keys.join("test-p256.pub.pem")).unwrap();
+    std::fs::write(&keys_json, serde_json::to_string(&[pem]).unwrap()).unwrap();
+    let allow = format!("file://{}/*", allowed.display());
+    let atc = Controller::start(
+        &env,
+        &[
+            "--module-allow-list",
+            &allow,
+            "--module-verification-keys",
+            keys_json.to_str().unwrap(),
+        ],
+    );
+    let group = format!("{}.examples.com", unique("sig"));
+    let err = apply(&conn, &airway(&group, &env.flight, json!({})))
+        .expect_err("a module outside the allow list must be refused");
+    assert!(err.contains("not allowed"), "{err}");
+    let err = apply(&conn, &airway(&group, &unsigned, json!({})))
+        .expect_err("an unsigned module must be refused");
+    assert!(err.contains("not signed"), "{err}");
+    apply(&conn, &airway(&group, &signed, json!({}))).expect("a signed, allowed module");
+    atc.wait("the signed Airway", Duration::from_secs(60), || {
+        airway_ready(&conn, &group)
+    });
+    // An override outside the allow list is refused at admission.
+    let mut outside = backend(&group, "outside", json!({}));
+    outside["metadata"]["annotations"] =
+        json!({"overrides.yoke.cd/flight": env.flight.display().to_string()});
+    let err = apply(&conn, &outside).expect_err("an override outside the allow list");
+    assert!(err.contains("not allowed"), "{err}");
+    delete(
+        &conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    );
+    atc.wait("the Airway to be gone", Duration::from_secs(60), || {
+        get(
+            &conn,
+            "yoke.cd/v1alpha1",
+            "Airway",
+            None,
+            &format!("backends.{group}"),
+        )
+        .is_none()
+    });
+    let status = atc.stop();
+    assert!(status.success(), "hoist atc exited with {status}");
+}
+
+/// 200 instances created at once all become Ready although the controller is killed in the
+/// middle of reconciling them; a graceful restart keeps them working.
+#[test]
+fn two_hundred_instances_survive_a_crash_and_a_restart() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let atc = Controller::start(&env, &[]);
+    let group = format!("{}.examples.com", unique("many"));
+    apply(&conn, &airway(&group, &env.flight, json!({}))).unwrap();
+    atc.wait("the Airway", Duration::from_secs(60), || {
+        airway_ready(&conn, &group)
+    });
+    let prefix = unique("n");
+    let names: Vec<String> = (0..200).map(|i| format!("{prefix}-{i}")).collect();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(25) {
+            let conn = &conn;
+            let group = &group;
+            scope.spawn(move || {
+                for name in chunk {
+                    apply(conn, &backend(group, name, json!({"data": {"i": name}}))).unwrap();
+                }
+            });
+        }
+    });
+    // Crash while reconciling; the next controller converges.
+    atc.kill();
+    let atc = Controller::start(&env, &[]);
+    atc.wait(
+        "all 200 instances to be Ready",
+        Duration::from_secs(300),
+        || {
+            let ready = list(
+                &conn,
+                &format!("{group}/v1"),
+                "Backend",
+                Some("default"),
+                "",
+            )
+            .iter()
+            .filter(|i| ready_reason(i) == Some(("True".into(), "Ready".into())))
+            .count();
+            ready == names.len()
+        },
+    );
+    for name in [&names[0], &names[199]] {
+        assert_eq!(
+            configmap(&conn, "default", name).unwrap()["data"]["i"],
+            json!(name)
+        );
+    }
+    // A graceful restart removes and restores the global webhooks; instances keep working.
+    let status = atc.stop();
+    assert!(status.success());
+    let atc = Controller::start(&env, &[]);
+    let seventh = &names[7];
+    apply_eventually(
+        &conn,
+        &backend(&group, seventh, json!({"data": {"i": "changed"}})),
+    );
+    atc.wait(
+        "an update after the restart",
+        Duration::from_secs(60),
+        || configmap(&conn, "default", seventh).is_some_and(|c| c["data"]["i"] == "changed"),
+    );
+    delete(
+        &conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    );
+    atc.wait(
+        "the Airway and its instances to be gone",
+        Duration::from_secs(300),
+        || {
+            get(
+                &conn,
+                "yoke.cd/v1alpha1",
+                "Airway",
+                None,
+                &format!("backends.{group}"),
+            )
+            .is_none()
+        },
+    );
+    let status = atc.stop();
+    assert!(status.success(), "hoist atc exited with {status}");
 }

@@ -25,6 +25,7 @@ mod engine;
 mod error;
 pub mod matcher;
 pub mod ownership;
+pub mod pin;
 pub mod readiness;
 pub mod state;
 

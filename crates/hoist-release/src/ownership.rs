@@ -14,6 +14,12 @@ use std::fmt;
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`] written by the CLI (Yoke's default).
 pub const MANAGED_BY: &str = "yoke";
+/// Value of [`LABEL_MANAGED_BY`] on objects the in-cluster controller (Yoke's ATC, `hoist atc`)
+/// applies.
+pub const MANAGED_BY_ATC: &str = "atc.yoke";
+/// Annotation on the controller's objects naming the instance they were rendered for
+/// (`<ns>/<Kind.group>:<name>`).
+pub const ANNOTATION_INSTANCE_REF: &str = "instance.atc.yoke.cd/instanceRef";
 /// Annotation holding the owning release's name.
 pub const ANNOTATION_RELEASE: &str = "instance.atc.yoke.cd/release";
 /// Annotation holding the owning release's namespace.
@@ -118,6 +124,23 @@ pub fn add_ownership(resource: &mut Resource, release: &str, namespace: &str) {
         ANNOTATION_NAMESPACE.to_string(),
         Value::String(namespace.to_string()),
     );
+}
+
+/// Marks `resource` as applied by the in-cluster controller: `managed-by: atc.yoke` and, for
+/// an Airway instance's children, the instance reference (as Yoke's ATC writes them; the
+/// release annotations come from [`add_ownership`]).
+pub fn add_atc_marks(resource: &mut Resource, instance_ref: Option<&str>) {
+    let metadata = resource.metadata_mut();
+    entry_object(metadata, "labels").insert(
+        LABEL_MANAGED_BY.to_string(),
+        Value::String(MANAGED_BY_ATC.to_string()),
+    );
+    if let Some(instance_ref) = instance_ref {
+        entry_object(metadata, "annotations").insert(
+            ANNOTATION_INSTANCE_REF.to_string(),
+            Value::String(instance_ref.to_string()),
+        );
+    }
 }
 
 /// Removes the server-managed metadata a flight may have copied from a lookup

@@ -2,6 +2,10 @@
 //! `HOIST_TEST_KUBECONFIG=target/control-plane/kubeconfig`). Without it the tests skip
 //! locally and fail in CI (`CI=true`).
 
+mod support;
+
+use support::{get, kubeconfig, namespace, unique};
+
 use hoist_release::{
     Connection, DescentOptions, Error, PruneOptions, Source, TakeoffOptions, WaitOptions, connect,
     descent, list_releases, load_release, mayday, prepare_stages, revision_stages, takeoff,
@@ -9,59 +13,11 @@ use hoist_release::{
 };
 use hoist_resources::{Stages, parse_flight_output};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn kubeconfig(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "{var} is not set: start the control plane with scripts/control-plane start and export {var}=target/control-plane/kubeconfig"
-                );
-            }
-            eprintln!(
-                "skipping: {var} is not set (run scripts/control-plane start and export {var})"
-            );
-            None
-        }
-    }
-}
 
 async fn admin() -> Option<Connection> {
     let path = kubeconfig("HOIST_TEST_KUBECONFIG")?;
     Some(connect(Some(&path), None).await.expect("connect"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{:x}{:x}",
-        std::process::id() & 0xffff,
-        nanos & 0xfffff
-    )
-}
-
-async fn namespace(conn: &Connection, name: &str) {
-    let ns = hoist_resources::Resource::from_value(
-        json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":name}}),
-    )
-    .unwrap();
-    let res = conn.resolve("v1", "Namespace").await.unwrap().unwrap();
-    conn.apply_object(
-        &res,
-        None,
-        name,
-        &Value::Object(ns.as_map().clone()),
-        false,
-        true,
-    )
-    .await
-    .unwrap();
 }
 
 /// Deletes a test namespace (and everything left in it).
@@ -97,17 +53,6 @@ async fn up(
     )
     .await?;
     takeoff(conn, &prepared, o).await
-}
-
-async fn get(
-    conn: &Connection,
-    api_version: &str,
-    kind: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> Option<Value> {
-    let res = conn.resolve(api_version, kind).await.unwrap().unwrap();
-    conn.get_object(&res, ns, name).await.unwrap()
 }
 
 fn cm(name: &str, value: &str) -> String {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 )
 
 type object = map[string]any
@@ -155,13 +156,14 @@ func convert(input []byte) error {
 		if spec == nil {
 			spec = map[string]any{}
 		}
-		switch review.Request.DesiredAPIVersion {
-		case "examples.com/v2":
+		// The group differs per test run: only the version decides.
+		switch {
+		case strings.HasSuffix(review.Request.DesiredAPIVersion, "/v2"):
 			if data, ok := spec["data"]; ok {
 				spec["entries"] = data
 				delete(spec, "data")
 			}
-		case "examples.com/v1":
+		case strings.HasSuffix(review.Request.DesiredAPIVersion, "/v1"):
 			if entries, ok := spec["entries"]; ok {
 				spec["data"] = entries
 				delete(spec, "entries")

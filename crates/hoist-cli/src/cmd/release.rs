@@ -323,44 +323,23 @@ async fn check_digest_pin(
     module: &crate::flight::ModuleInfo,
     allow_repin: bool,
 ) -> anyhow::Result<()> {
-    use hoist_provenance::checksum::Sha256Digest;
-    use hoist_provenance::pin::{ModuleDigests, check_pin};
-    let history = hoist_release::load_release(conn, release, namespace).await?;
-    let previous: Vec<(String, String)> = history
-        .history
-        .iter()
-        .map(|r| {
-            let checksum = r
-                .source
-                .sha256
-                .clone()
-                .unwrap_or_else(|| r.source.checksum.clone());
-            (r.source.url.clone(), checksum)
-        })
-        .collect();
-    let digests = ModuleDigests {
-        sha256: Sha256Digest::from_hex(&module.sha256)?,
-        sha1: (!module.sha1.is_empty()).then(|| module.sha1.clone()),
+    use hoist_release::pin::PinCheckError;
+    let source = Source {
+        url: module.url.clone(),
+        checksum: module.sha1.clone(),
+        sha256: Some(module.sha256.clone()),
     };
-    match check_pin(&module.url, &digests, previous.iter().map(|(u, c)| (u.as_str(), c.as_str()))) {
-        Ok(report) => {
-            if report.uncomparable > 0 {
-                tracing::warn!(
-                    "{} earlier revision(s) of {release} used {} with a checksum hoist cannot compare",
-                    report.uncomparable,
-                    module.url
-                );
-            }
-            Ok(())
-        }
-        Err(e) if allow_repin => {
+    match hoist_release::pin::check_digest_pin(conn, release, namespace, &source).await {
+        Ok(_) => Ok(()),
+        Err(PinCheckError::Changed(e)) if allow_repin => {
             eprintln!("warning: {e}; continuing because of --allow-repin");
             Ok(())
         }
-        Err(e) => Err(anyhow::Error::new(e).context(format!(
+        Err(PinCheckError::Changed(e)) => Err(anyhow::Error::new(e).context(format!(
             "digest pinning refused {} for release {release}: the module at that URL changed since an earlier revision; if the change is intended, re-run with --allow-repin",
             module.url
         ))),
+        Err(e) => Err(e.into()),
     }
 }
 
