@@ -473,3 +473,496 @@ fn source_and_sink_round_trip() {
         assert_eq!(read_docs(&sunk.join(f)), read_docs(&pkg.join(f)), "{f}");
     }
 }
+
+/// Writes `files` (path, text) under `dir`.
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+/// An image map for the catalog short names this file's packages use.
+fn image_map(tmp: &Path, dir: &Path) -> PathBuf {
+    let map = tmp.join("images.json");
+    std::fs::write(
+        &map,
+        json!({
+            "ghcr.io/kptdev/krm-functions-catalog/set-namespace": function(dir, "set-namespace.wasm"),
+            "ghcr.io/kptdev/krm-functions-catalog/set-annotations": function(dir, "set-annotations.wasip1.wasm"),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    map
+}
+
+fn render_with_map(map: &Path, pkg: &Path, extra: &[&str]) -> std::process::Output {
+    Hoist::new()
+        .cmd()
+        .env("HOIST_FN_IMAGE_MAP", map)
+        .args(["fn", "render", pkg.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn render_writes_kpt_status_and_results_into_the_root_kptfile() {
+    let Some(dir) = functions() else { return };
+    let (tmp, pkg) = app_package();
+    let map = image_map(tmp.path(), &dir);
+    let results = tmp.path().join("results");
+    let out = render_with_map(&map, &pkg, &["--results-dir", results.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let kf = read_docs(&pkg.join("Kptfile"));
+    let status = &kf[0]["status"];
+    assert_eq!(
+        status["conditions"],
+        json!([{"type": "Rendered", "status": "True", "reason": "RenderSuccess"}])
+    );
+    let steps = status["renderStatus"]["mutationSteps"].as_array().unwrap();
+    // The root's pipeline only... plus the subpackage's step first (render order).
+    let images: Vec<&str> = steps.iter().map(|s| s["image"].as_str().unwrap()).collect();
+    assert_eq!(
+        images,
+        [
+            "set-annotations:v0.1.4",
+            "set-namespace:v0.4.1",
+            "set-annotations:v0.1.4"
+        ]
+    );
+    assert!(steps.iter().all(|s| s["exitCode"] == 0));
+    assert!(status["renderStatus"].get("errorSummary").is_none());
+    // The pipeline is kept; only the subpackage's Kptfile is left byte-identical.
+    assert_eq!(
+        kf[0]["pipeline"]["mutators"][0]["configMap"]["namespace"],
+        "staging"
+    );
+    assert_eq!(
+        std::fs::read(pkg.join("db/Kptfile")).unwrap(),
+        std::fs::read(testdata().join("packages/app/db/Kptfile")).unwrap()
+    );
+    let r = read_docs(&results.join("results.yaml"));
+    assert_eq!(r[0]["exitCode"], 0);
+    assert_eq!(r[0]["items"].as_array().unwrap().len(), 3);
+    assert!(err.contains("For complete results, see "), "{err}");
+}
+
+const FAILING_KPTFILE: &str = "apiVersion: kpt.dev/v1
+kind: Kptfile
+metadata:
+  name: app
+ANNOTATIONS
+pipeline:
+  mutators:
+    - image: set-annotations:v0.1.4
+      configMap:
+        team: payments
+    - image: set-namespace:v0.4.1
+      configMap:
+        other: x
+";
+
+#[test]
+fn a_failed_render_writes_only_its_status_unless_save_on_render_failure() {
+    let Some(dir) = functions() else { return };
+    for save in [false, true] {
+        let (tmp, pkg) = app_package();
+        let map = image_map(tmp.path(), &dir);
+        let ann = if save {
+            "  annotations:\n    kpt.dev/save-on-render-failure: \"true\""
+        } else {
+            ""
+        };
+        let kptfile = FAILING_KPTFILE.replace("ANNOTATIONS\n", &format!("{ann}\n"));
+        let kptfile = kptfile.replace("\n\n", "\n");
+        write_files(&pkg, &[("Kptfile", &kptfile)]);
+        let out = render_with_map(&map, &pkg, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("[FAIL] \"set-namespace:v0.4.1\" in "), "{err}");
+        assert!(!err.contains("Successfully executed"), "{err}");
+        let kf = read_docs(&pkg.join("Kptfile"));
+        let status = &kf[0]["status"];
+        assert_eq!(status["conditions"][0]["status"], "False", "{status}");
+        assert_eq!(status["conditions"][0]["reason"], "RenderFailed");
+        let steps = status["renderStatus"]["mutationSteps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3, "{status}");
+        assert_eq!(steps[2]["exitCode"], 1);
+        assert!(
+            steps[2]["errorResults"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("should not be empty"),
+            "{status}"
+        );
+        assert!(status["renderStatus"]["errorSummary"].is_string());
+        let orig = testdata().join("packages/app");
+        let sts = std::fs::read(pkg.join("db/statefulset.yaml")).unwrap();
+        let res = std::fs::read(pkg.join("resources.yaml")).unwrap();
+        if save {
+            // Partial output: the subpackage's render and the root's first mutator.
+            let sts = yaml_docs(&String::from_utf8(sts).unwrap());
+            assert_eq!(sts[0]["metadata"]["annotations"]["tier"], "database");
+            assert_eq!(sts[0]["metadata"]["annotations"]["team"], "payments");
+            let res = yaml_docs(&String::from_utf8(res).unwrap());
+            assert_eq!(res[0]["metadata"]["annotations"]["team"], "payments");
+        } else {
+            assert_eq!(
+                sts,
+                std::fs::read(orig.join("db/statefulset.yaml")).unwrap()
+            );
+            assert_eq!(res, std::fs::read(orig.join("resources.yaml")).unwrap());
+            assert_eq!(
+                std::fs::read(pkg.join("config.yaml")).unwrap(),
+                std::fs::read(orig.join("config.yaml")).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn validators_changes_are_dropped_and_the_kptfile_is_rewritten_as_kpt_does() {
+    let Some(dir) = functions() else { return };
+    let (tmp, pkg) = app_package();
+    let map = image_map(tmp.path(), &dir);
+    // A "validator" that in fact mutates: its changes must not reach the files.
+    write_files(
+        &pkg,
+        &[(
+            "Kptfile",
+            "apiVersion: kpt.dev/v1
+kind: Kptfile
+metadata:
+  name: app
+pipeline:
+  mutators:
+    - image: set-namespace:v0.4.1
+      configMap:
+        namespace: \"staging\"
+    - image: set-annotations:v0.1.4
+      configMap: {}
+  validators:
+    - image: set-annotations:v0.1.4
+      configMap:
+        zone: \"eu\"
+        audited: \"yes\"
+",
+        )],
+    );
+    std::fs::remove_dir_all(pkg.join("db")).unwrap();
+    let out = render_with_map(&map, &pkg, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for f in ["resources.yaml", "config.yaml"] {
+        let text = std::fs::read_to_string(pkg.join(f)).unwrap();
+        assert!(text.contains("namespace: staging"), "{f}: {text}");
+        assert!(
+            !text.contains("zone") && !text.contains("audited"),
+            "{f}: {text}"
+        );
+    }
+    let kptfile = std::fs::read_to_string(pkg.join("Kptfile")).unwrap();
+    // Rewritten: keys sorted, needless quotes dropped, `configMap: {}` removed; a string
+    // that YAML 1.1 would read as a boolean keeps its quotes.
+    assert!(
+        kptfile.contains("  - image: set-annotations:v0.1.4\n  validators:"),
+        "{kptfile}"
+    );
+    assert!(kptfile.contains("namespace: staging\n"), "{kptfile}");
+    assert!(
+        kptfile.contains("configMap:\n      audited: 'yes'\n      zone: eu\n")
+            || kptfile.contains("configMap:\n      audited: \"yes\"\n      zone: eu\n"),
+        "{kptfile}"
+    );
+    let kf = yaml_docs(&kptfile);
+    let v = &kf[0]["status"]["renderStatus"]["validationSteps"];
+    assert_eq!(v.as_array().unwrap().len(), 1, "{kptfile}");
+    assert_eq!(v[0]["exitCode"], 0);
+}
+
+#[test]
+fn eval_save_adds_the_function_to_the_kptfile_pipeline() {
+    let Some(dir) = functions() else { return };
+    let module = function(&dir, "set-annotations.wasip1.wasm");
+    let (_tmp, pkg) = app_package();
+    let hoist = Hoist::new();
+    let p = pkg.to_str().unwrap();
+    let out = hoist.run(
+        &[
+            "fn",
+            "eval",
+            p,
+            "-i",
+            &module,
+            "--save",
+            "--",
+            "owner=team-a",
+        ],
+        b"",
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("Added \"{module}\" as mutator in the Kptfile.")),
+        "{err}"
+    );
+    let kf = read_docs(&pkg.join("Kptfile"));
+    let m = kf[0]["pipeline"]["mutators"].as_array().unwrap();
+    assert_eq!(m.len(), 3, "{kf:?}");
+    assert_eq!(m[2]["image"], module.as_str());
+    assert_eq!(m[2]["configMap"], json!({"owner": "team-a"}));
+    // The function also ran.
+    let cm = read_docs(&pkg.join("config.yaml"));
+    assert_eq!(cm[0]["metadata"]["annotations"]["owner"], "team-a");
+
+    // Saved again with new arguments: replaced, not appended. A validator with an
+    // --fn-config file inside the package gets a package-relative configPath.
+    let out = hoist.run(
+        &["fn", "eval", p, "-i", &module, "-s", "--", "owner=team-b"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    write_files(
+        &pkg,
+        &[(
+            "fn/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  audited: \"true\"\n",
+        )],
+    );
+    let cfg = pkg.join("fn/config.yaml");
+    let out = hoist.run(
+        &[
+            "fn",
+            "eval",
+            p,
+            "-i",
+            &module,
+            "-s",
+            "-t",
+            "validator",
+            "--fn-config",
+            cfg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("as validator in the Kptfile."), "{err}");
+    let kf = read_docs(&pkg.join("Kptfile"));
+    let m = kf[0]["pipeline"]["mutators"].as_array().unwrap();
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2]["configMap"], json!({"owner": "team-b"}));
+    let v = &kf[0]["pipeline"]["validators"];
+    assert_eq!(v[0]["configPath"], "fn/config.yaml", "{kf:?}");
+    // The --fn-config file inside the package was not passed to the function as an item.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(!text.contains("audited: \"true\"\n  annotations"), "{text}");
+    assert_eq!(
+        read_docs(&cfg)[0]["metadata"].get("annotations"),
+        None,
+        "{text}"
+    );
+    // A bad type is refused before anything runs.
+    let out = hoist.run(
+        &["fn", "eval", p, "-i", &module, "-s", "-t", "checker"],
+        b"",
+    );
+    common::fails_with(&out, &["--type \"checker\""]);
+}
+
+/// `hoist fn push` / `fn pull` against the real local registry, through a mirror of ghcr.io
+/// (HOIST_REGISTRY_MIRRORS): the catalog functions are pushed under their kpt names, pulled
+/// back byte-identical, and a render whose Kptfile names them by kpt's short names runs them
+/// from the mirror; `--image-prefix` reaches the same registry without a mirror.
+#[test]
+fn functions_push_pull_and_run_through_a_registry_mirror() {
+    let Some(dir) = functions() else { return };
+    let Some(registry) = required_env(
+        "HOIST_TEST_REGISTRY",
+        "start a registry with `eval \"$(scripts/registry start)\"`",
+    ) else {
+        return;
+    };
+    let registry = registry.display().to_string();
+    let hoist = Hoist::new();
+    let tmp = tempfile::tempdir().unwrap();
+    // A unique repository prefix per run, so that tags from earlier runs do not matter.
+    let run = format!(
+        "krm-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let mirrors = format!("ghcr.io=http://{registry}/{run}");
+    let with_mirror = |args: &[&str]| {
+        hoist
+            .cmd()
+            .env("HOIST_REGISTRY_MIRRORS", &mirrors)
+            .env_remove("HOIST_CONFIG")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let catalog = "ghcr.io/kptdev/krm-functions-catalog";
+    for (file, image) in [
+        (
+            "set-namespace.wasm",
+            format!("{catalog}/set-namespace:v0.4.1"),
+        ),
+        (
+            "set-annotations.wasip1.wasm",
+            format!("{catalog}/set-annotations:v0.1.4"),
+        ),
+    ] {
+        let module = function(&dir, file);
+        let out = with_mirror(&["fn", "push", &module, &image]);
+        assert!(out.status.success(), "push {image}: {}", stderr(&out));
+        let pulled = tmp.path().join(file);
+        let out = with_mirror(&["fn", "pull", &image, pulled.to_str().unwrap()]);
+        assert!(out.status.success(), "pull {image}: {}", stderr(&out));
+        assert!(
+            std::fs::read(&pulled).unwrap() == std::fs::read(&module).unwrap(),
+            "{image} came back different"
+        );
+    }
+    // The mirror holds them under the mirror's prefix, in kpt's layout (an index with a
+    // js/wasm platform entry), readable without any mirror.
+    let direct = format!("{registry}/{run}/kptdev/krm-functions-catalog/set-namespace:v0.4.1");
+    let again = tmp.path().join("direct.wasm");
+    let out = hoist.run(&["fn", "pull", &direct, again.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Render with kpt's short names, from the mirror.
+    let (_t, pkg) = app_package();
+    let out = with_mirror(&["fn", "render", pkg.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let sts = read_docs(&pkg.join("db/statefulset.yaml"));
+    assert_eq!(sts[0]["metadata"]["namespace"], "staging");
+    assert_eq!(sts[0]["metadata"]["annotations"]["team"], "payments");
+
+    // --image-prefix instead of a mirror.
+    let prefix = format!("{registry}/{run}/kptdev/krm-functions-catalog");
+    let out = hoist.run(
+        &[
+            "fn",
+            "eval",
+            "-",
+            "-i",
+            "set-namespace:v0.4.1",
+            "--image-prefix",
+            &prefix,
+            "--",
+            "namespace=prefixed",
+        ],
+        INPUT.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (items, _) = items_and_results(&stdout(&out));
+    assert_eq!(items[0]["metadata"]["namespace"], "prefixed");
+
+    // A mirror config file does the same as the variable.
+    let cfg = tmp.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("registryMirrors:\n  ghcr.io: http://{registry}/{run}\n"),
+    )
+    .unwrap();
+    let out = run_with_stdin(
+        hoist
+            .cmd()
+            .env("HOIST_CONFIG", &cfg)
+            .env_remove("HOIST_REGISTRY_MIRRORS")
+            .args([
+                "fn",
+                "eval",
+                "-",
+                "-i",
+                "set-namespace:v0.4.1",
+                "--",
+                "namespace=from-config",
+            ]),
+        INPUT.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "the config file's mirror: {}",
+        stderr(&out)
+    );
+    let (items, _) = items_and_results(&stdout(&out));
+    assert_eq!(items[0]["metadata"]["namespace"], "from-config");
+}
+
+/// `fn render --policy`: the policy gate (a real Kubewarden waPC policy, built by
+/// scripts/test.d/policy.sh) sees the rendered resources before anything is written. A
+/// rejection writes nothing (not even the Kptfile status) and exits non-zero; a mutating
+/// policy's changes are written.
+#[test]
+fn render_policy_gate_admits_or_writes_nothing() {
+    let Some(dir) = functions() else { return };
+    let Some(policies) = required_env(
+        "HOIST_POLICIES_DIR",
+        "scripts/test.d/policy.sh builds the Kubewarden test policies",
+    ) else {
+        return;
+    };
+    let wapc = policies.join("hoist-test-wapc.wasm");
+    assert!(
+        wapc.is_file(),
+        "{} is missing: run scripts/test.d/policy.sh",
+        wapc.display()
+    );
+    let (tmp, pkg) = app_package();
+    let map = image_map(tmp.path(), &dir);
+    let deny = tmp.path().join("deny.yaml");
+    std::fs::write(&deny, "denied_names: [settings]\n").unwrap();
+    let before: Vec<Vec<u8>> = [
+        "Kptfile",
+        "config.yaml",
+        "resources.yaml",
+        "db/statefulset.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read(pkg.join(f)).unwrap())
+    .collect();
+    let policy = format!("{},settings={}", wapc.display(), deny.display());
+    let out = render_with_map(&map, &pkg, &["--policy", &policy]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rejected 1 object(s)"), "{err}");
+    assert!(err.contains("ConfigMap/staging/settings"), "{err}");
+    assert!(err.contains("name 'settings' is denied"), "{err}");
+    let after: Vec<Vec<u8>> = [
+        "Kptfile",
+        "config.yaml",
+        "resources.yaml",
+        "db/statefulset.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read(pkg.join(f)).unwrap())
+    .collect();
+    assert!(before == after, "a rejected render wrote files");
+
+    let label = tmp.path().join("label.yaml");
+    std::fs::write(&label, "add_label: true\n").unwrap();
+    let policy = format!("{},settings={}", wapc.display(), label.display());
+    let out = render_with_map(&map, &pkg, &["--policy", &policy]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("policy gate: 4 resource(s) admitted"), "{err}");
+    let cm = read_docs(&pkg.join("config.yaml"));
+    assert_eq!(
+        cm[0]["metadata"]["labels"]["hoist/checked"], "true",
+        "{cm:?}"
+    );
+    assert_eq!(cm[0]["metadata"]["namespace"], "staging");
+    // The Kptfiles are not sent to the gate.
+    let kf = read_docs(&pkg.join("db/Kptfile"));
+    assert!(kf[0]["metadata"].get("labels").is_none());
+}

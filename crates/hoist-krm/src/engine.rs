@@ -53,6 +53,8 @@ pub struct Runner {
     pub image_map: BTreeMap<String, String>,
     /// Whether native `exec` functions may run.
     pub allow_exec: bool,
+    /// Registry mirrors (`HOIST_REGISTRY_MIRRORS`, the hoist config file).
+    pub mirrors: crate::images::Mirrors,
 }
 
 /// Failures of one function step.
@@ -102,7 +104,7 @@ impl Runner {
         } else {
             format!("{full}:latest")
         };
-        format!("oci://{full}")
+        format!("oci://{}", self.mirrors.rewrite(&full))
     }
 
     /// Runs `f` on the serialized ResourceList `input`. `base` resolves relative exec paths.
@@ -203,11 +205,27 @@ pub struct StepRecord {
     pub results: Vec<FnResult>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// Why it could not run at all (load or host failure), kpt's `executionError`.
+    pub execution_error: Option<String>,
     /// How long it took.
     pub elapsed: Duration,
+    /// The pipeline entry's `name:`.
+    pub pipeline_name: Option<String>,
+    /// Whether it ran as a validator.
+    pub validator: bool,
 }
 
 impl StepRecord {
+    /// Its stderr as kpt records it in `results.yaml` and the Kptfile status: an image
+    /// function's lines joined by `\n` without the trailing newline, an exec function's raw.
+    pub fn recorded_stderr(&self) -> String {
+        if self.image.is_some() {
+            self.stderr.trim_end_matches('\n').to_string()
+        } else {
+            self.stderr.clone()
+        }
+    }
+
     /// The display name.
     pub fn name(&self) -> String {
         self.image
@@ -322,6 +340,7 @@ pub fn run_step(
             let msg = e.to_string();
             rec.exit_code = 1;
             rec.error = Some(msg.clone());
+            rec.execution_error = Some(msg.clone());
             return (Err(msg), rec);
         }
     };
@@ -338,9 +357,10 @@ pub fn run_step(
     }
     if out.exit_code != 0 {
         let msg = format!(
-            "function {} exited with code {}",
+            "function {} failed with exit code {}{}",
             f.display(),
-            out.exit_code
+            out.exit_code,
+            stderr_tail(&out.stderr)
         );
         rec.error = Some(msg.clone());
         return (Err(msg), rec);
@@ -348,7 +368,11 @@ pub fn run_step(
     let list = match parsed {
         Some(Ok(list)) => list,
         Some(Err(e)) => {
-            let msg = format!("function {} returned invalid output: {e}", f.display());
+            let msg = format!(
+                "function {} returned output that is not a valid ResourceList: {e}{}",
+                f.display(),
+                stderr_tail(&out.stderr)
+            );
             rec.error = Some(msg.clone());
             return (Err(msg), rec);
         }
@@ -380,6 +404,17 @@ pub fn run_step(
                 rl::annotation(orig, rl::INDEX).unwrap_or("").to_string(),
             )
         });
+        // Matched to its input by id: a function that dropped the path/index annotations
+        // (command-style programs often do) keeps the input's place in the package.
+        if let Some((p, i)) = before.as_ref() {
+            let has = |item: &Value, k: &str| rl::annotation(item, k).is_some();
+            if !has(&item, rl::PATH) && !has(&item, rl::LEGACY_PATH) && !p.is_empty() {
+                rl::set_annotation(&mut item, rl::PATH, p);
+            }
+            if !has(&item, rl::INDEX) && !has(&item, rl::LEGACY_INDEX) && !i.is_empty() {
+                rl::set_annotation(&mut item, rl::INDEX, i);
+            }
+        }
         package::sync_annotations(
             &mut item,
             before.as_ref().map(|(p, i)| (p.as_str(), i.as_str())),
@@ -412,6 +447,16 @@ pub fn run_step(
     (Ok(merged), rec)
 }
 
+/// `; its stderr:` and the last lines of a function's stderr, for error messages.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let shown = lines.get(lines.len().saturating_sub(20)..).unwrap_or(&[]);
+    format!("; its stderr:\n  {}", shown.join("\n  "))
+}
+
 /// A FunctionResultList (`--results-dir`), kpt's layout.
 pub fn results_file(records: &[StepRecord], exit_code: i32) -> String {
     let items: Vec<Value> = records
@@ -424,11 +469,7 @@ pub fn results_file(records: &[StepRecord], exit_code: i32) -> String {
             if let Some(e) = &r.exec {
                 m.insert("exec".into(), Value::String(e.clone()));
             }
-            let stderr = if r.image.is_some() {
-                r.stderr.trim_end_matches('\n').to_string()
-            } else {
-                r.stderr.clone()
-            };
+            let stderr = r.recorded_stderr();
             if !stderr.is_empty() {
                 m.insert("stderr".into(), Value::String(stderr));
             }
@@ -450,7 +491,8 @@ pub fn results_file(records: &[StepRecord], exit_code: i32) -> String {
     m.insert("metadata".into(), Value::Object(meta));
     m.insert("exitCode".into(), Value::from(exit_code));
     m.insert("items".into(), Value::Array(items));
-    crate::yaml::emit(&Value::Object(m))
+    // kpt writes results.yaml with wide sequence indentation.
+    crate::yaml::emit_with(&Value::Object(m), false)
 }
 
 /// Writes `results.yaml` into `dir`.
@@ -516,8 +558,13 @@ pub enum RenderError {
         path: String,
     },
     /// A function failed.
-    #[error("{0}")]
-    Function(String),
+    #[error("package {package:?}: {message}")]
+    Function {
+        /// The package (kpt's display name, `root/sub`).
+        package: String,
+        /// What failed, with the function's name and stderr.
+        message: String,
+    },
 }
 
 /// Everything a render produced.
@@ -597,7 +644,16 @@ fn hydrate(
         .unwrap_or(Value::Null);
     for sub in package::direct_subpackages(&dir)? {
         let sub_rel = format!("{prefix}{sub}");
-        items.extend(hydrate(runner, root, &sub_rel, root_name, st, out, print)?);
+        match hydrate(runner, root, &sub_rel, root_name, st, out, print) {
+            Ok(sub_items) => items.extend(sub_items),
+            Err(e) => {
+                // Partial output for `kpt.dev/save-on-render-failure`: this package's files
+                // as read, the subpackages done so far, and what the failing one had.
+                items.append(&mut st.items);
+                st.items = items;
+                return Err(e);
+            }
+        }
     }
     st.packages += 1;
     let pipeline =
@@ -618,6 +674,16 @@ fn hydrate(
         let config = function_config(spec, &items, &prefix, &display)?;
         let f = match (&spec.image, &spec.exec) {
             (Some(image), _) => FnRef::Image(match &spec.tag {
+                Some(tag) if crate::images::is_constraint(tag) => {
+                    let e = RenderError::BadPipeline {
+                        package: display.clone(),
+                        message: format!(
+                            "function {image}: tag {tag:?} is a semver constraint; hoist cannot list registry tags yet, so pin a tag (e.g. tag: v0.4.1) or put the tag in the image"
+                        ),
+                    };
+                    st.items = items;
+                    return Err(e);
+                }
                 Some(tag) if !has_tag(image) => format!("{image}:{tag}"),
                 _ => image.clone(),
             }),
@@ -646,16 +712,31 @@ fn hydrate(
             &spec.exclude,
             &dir,
         );
+        let mut rec = rec;
+        rec.validator = validator;
+        rec.pipeline_name = spec.name.clone();
         print_step(out, &rec, print);
         st.records.push(rec);
-        let new_items = result.map_err(RenderError::Function)?;
+        let new_items = match result {
+            Ok(new_items) => new_items,
+            Err(message) => {
+                st.items = items;
+                return Err(RenderError::Function {
+                    package: display.clone(),
+                    message,
+                });
+            }
+        };
         if validator {
             continue;
         }
         let mut back = Vec::with_capacity(new_items.len());
         for item in new_items {
             let (p, _) = package::path_and_index(&item);
-            package::check_inside(&item, &p, &display)?;
+            if let Err(e) = package::check_inside(&item, &p, &display) {
+                st.items = items;
+                return Err(e.into());
+            }
             back.push(relocate(&item, "", &prefix));
         }
         items = back;
@@ -717,6 +798,107 @@ fn function_config(
     Ok(None)
 }
 
+/// The annotation on the root Kptfile that makes a failed render write its partial output.
+pub const SAVE_ON_RENDER_FAILURE: &str = "kpt.dev/save-on-render-failure";
+
+/// Whether the root Kptfile asks for partial output on failure.
+pub fn save_on_render_failure(kptfile: &Value) -> bool {
+    rl::annotation(kptfile, SAVE_ON_RENDER_FAILURE) == Some("true")
+}
+
+/// kpt's `status` for the root Kptfile after a render: `conditions` (one `Rendered`
+/// condition) and `renderStatus` (every mutation and validation step; an `errorSummary` on
+/// failure). `error` is the render's error with the root path replaced by `.`.
+pub fn render_status(records: &[StepRecord], error: Option<&str>) -> Map<String, Value> {
+    let step = |r: &StepRecord| {
+        let mut m = Map::new();
+        if let Some(n) = &r.pipeline_name {
+            m.insert("name".into(), Value::String(n.clone()));
+        }
+        if let Some(i) = &r.image {
+            m.insert("image".into(), Value::String(i.clone()));
+        }
+        if let Some(e) = &r.exec {
+            m.insert("exec".into(), Value::String(e.clone()));
+        }
+        if let Some(e) = &r.execution_error {
+            m.insert("executionError".into(), Value::String(e.clone()));
+        }
+        let stderr = r.recorded_stderr();
+        if !stderr.is_empty() {
+            m.insert("stderr".into(), Value::String(stderr));
+        }
+        m.insert("exitCode".into(), Value::from(r.exit_code));
+        let (errors, others): (Vec<&FnResult>, Vec<&FnResult>) =
+            r.results.iter().partition(|x| x.is_error());
+        if !others.is_empty() {
+            m.insert(
+                "results".into(),
+                Value::Array(others.iter().map(|x| x.to_value()).collect()),
+            );
+        }
+        if !errors.is_empty() {
+            m.insert(
+                "errorResults".into(),
+                Value::Array(errors.iter().map(|x| x.to_value()).collect()),
+            );
+        }
+        Value::Object(m)
+    };
+    let mut condition = Map::new();
+    condition.insert("type".into(), Value::String("Rendered".into()));
+    condition.insert(
+        "status".into(),
+        Value::String(if error.is_some() { "False" } else { "True" }.into()),
+    );
+    condition.insert(
+        "reason".into(),
+        Value::String(
+            if error.is_some() {
+                "RenderFailed"
+            } else {
+                "RenderSuccess"
+            }
+            .into(),
+        ),
+    );
+    if let Some(e) = error {
+        condition.insert("message".into(), Value::String(e.to_string()));
+    }
+    let mut render = Map::new();
+    let mutations: Vec<Value> = records.iter().filter(|r| !r.validator).map(step).collect();
+    let validations: Vec<Value> = records.iter().filter(|r| r.validator).map(step).collect();
+    if !mutations.is_empty() {
+        render.insert("mutationSteps".into(), Value::Array(mutations));
+    }
+    if !validations.is_empty() {
+        render.insert("validationSteps".into(), Value::Array(validations));
+    }
+    if let Some(e) = error {
+        render.insert("errorSummary".into(), Value::String(e.to_string()));
+    }
+    let mut status = Map::new();
+    status.insert(
+        "conditions".into(),
+        Value::Array(vec![Value::Object(condition)]),
+    );
+    status.insert("renderStatus".into(), Value::Object(render));
+    status
+}
+
+/// Sets `status` on the root Kptfile among `items` (the item whose path is `Kptfile`) and
+/// normalises it as kpt's rewrite does ([`kptfile::normalise`]). Returns whether there was one.
+pub fn set_root_status(items: &mut [Value], status: &Map<String, Value>) -> bool {
+    let Some(kf) = items
+        .iter_mut()
+        .find(|i| rl::annotation(i, rl::PATH) == Some(package::KPTFILE))
+    else {
+        return false;
+    };
+    kptfile::set_status(kf, status);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,14 +920,21 @@ mod tests {
             .into_iter()
             .collect(),
             allow_exec: false,
+            mirrors: {
+                let mut m = crate::images::Mirrors::default();
+                m.extend_from_env_value("ghcr.io=http://127.0.0.1:5000")
+                    .unwrap();
+                m
+            },
         };
+        // Short names get kpt's prefix (and here go to the ghcr.io mirror).
         assert_eq!(
             runner.resolve_image("set-namespace:v0.4.1"),
-            "oci://ghcr.io/kptdev/krm-functions-catalog/set-namespace:v0.4.1"
+            "oci://127.0.0.1:5000/kptdev/krm-functions-catalog/set-namespace:v0.4.1"
         );
         assert_eq!(
             runner.resolve_image("set-namespace"),
-            "oci://ghcr.io/kptdev/krm-functions-catalog/set-namespace:latest"
+            "oci://127.0.0.1:5000/kptdev/krm-functions-catalog/set-namespace:latest"
         );
         assert_eq!(
             runner.resolve_image("127.0.0.1:5000/fns/x:v1"),

@@ -260,7 +260,13 @@ fn run_go_js(
         String::new()
     };
     let mut stderr = take_all_stderr(&mut go);
-    if !out.is_empty() && out != "undefined" {
+    if !stderr.is_empty() && !stderr.ends_with('\n') {
+        stderr.push('\n');
+    }
+    if out.is_empty() || out == "undefined" {
+        stderr.push_str("hoist: processResourceList returned nothing\n");
+    } else {
+        stderr.push_str("hoist: processResourceList did not return a ResourceList; it returned:\n");
         stderr.push_str(&out);
         stderr.push('\n');
     }

@@ -132,6 +132,121 @@ pub fn config_map(data: &Map<String, Value>) -> Value {
     Value::Object(m)
 }
 
+/// Normalises a Kptfile the way kpt's rewrite does when render writes its status: every
+/// `configMap` of the pipeline has its keys sorted and its values as strings (kpt's
+/// `map[string]string`), and an empty `configMap: {}` is removed. (Needless quotes go away
+/// because the file is written again.)
+pub fn normalise(kptfile: &mut Value) {
+    let Some(pipeline) = kptfile.get_mut("pipeline").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for list in ["mutators", "validators"] {
+        let Some(fns) = pipeline.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for f in fns.iter_mut().filter_map(Value::as_object_mut) {
+            let Some(cm) = f.get("configMap").and_then(Value::as_object) else {
+                continue;
+            };
+            if cm.is_empty() {
+                f.remove("configMap");
+                continue;
+            }
+            let mut sorted: Vec<(String, Value)> = cm
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), Value::String(v))
+                })
+                .collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            f.insert(
+                "configMap".into(),
+                Value::Object(sorted.into_iter().collect()),
+            );
+        }
+    }
+}
+
+/// Replaces `status.conditions` and `status.renderStatus` of a Kptfile (keeping other status
+/// fields), then [`normalise`]s it.
+pub fn set_status(kptfile: &mut Value, status: &Map<String, Value>) {
+    normalise(kptfile);
+    let Some(obj) = kptfile.as_object_mut() else {
+        return;
+    };
+    let entry = obj
+        .entry("status")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    if let Some(st) = entry.as_object_mut() {
+        for (k, v) in status {
+            st.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Adds `entry` (an `image:` or `exec:` pipeline function) to the Kptfile's
+/// `pipeline.mutators` (or `validators`), as `kpt fn eval --save` does: an entry with the
+/// same image (ignoring the tag) or the same exec is replaced in place, otherwise the entry is
+/// appended. Returns whether an entry was replaced.
+pub fn save_function(kptfile: &mut Value, validator: bool, entry: Map<String, Value>) -> bool {
+    let list = if validator { "validators" } else { "mutators" };
+    let Some(obj) = kptfile.as_object_mut() else {
+        return false;
+    };
+    let pipeline = obj
+        .entry("pipeline")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !pipeline.is_object() {
+        *pipeline = Value::Object(Map::new());
+    }
+    let Some(pipeline) = pipeline.as_object_mut() else {
+        return false;
+    };
+    let fns = pipeline
+        .entry(list)
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !fns.is_array() {
+        *fns = Value::Array(Vec::new());
+    }
+    let Some(fns) = fns.as_array_mut() else {
+        return false;
+    };
+    let key = |m: &Value| -> Option<(bool, String)> {
+        if let Some(i) = m.get("image").and_then(Value::as_str) {
+            return Some((true, image_name(i).to_string()));
+        }
+        m.get("exec")
+            .and_then(Value::as_str)
+            .map(|e| (false, e.to_string()))
+    };
+    let entry = Value::Object(entry);
+    let want = key(&entry);
+    if let Some(slot) = fns.iter_mut().find(|f| want.is_some() && key(f) == want) {
+        *slot = entry;
+        return true;
+    }
+    fns.push(entry);
+    false
+}
+
+/// An image reference without its tag or digest.
+pub fn image_name(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let last_slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image.get(last_slash..).and_then(|tail| tail.rfind(':')) {
+        Some(i) => image.get(..last_slash + i).unwrap_or(image),
+        None => image,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +275,60 @@ mod tests {
             Pipeline::from_kptfile(&bad)
                 .unwrap_err()
                 .contains("mutators[0]")
+        );
+    }
+
+    #[test]
+    fn saves_functions_as_kpt_fn_eval_save() {
+        let mut k =
+            json!({"apiVersion": "kpt.dev/v1", "kind": "Kptfile", "metadata": {"name": "a"}});
+        let entry = |image: &str, ns: &str| {
+            let mut m = Map::new();
+            m.insert("image".into(), json!(image));
+            m.insert("configMap".into(), json!({"namespace": ns}));
+            m
+        };
+        assert!(!save_function(
+            &mut k,
+            false,
+            entry("set-namespace:v0.4.1", "a")
+        ));
+        assert!(!save_function(&mut k, true, entry("kubeval:v1", "x")));
+        // Same image, another tag: replaced in place.
+        assert!(save_function(
+            &mut k,
+            false,
+            entry("set-namespace:v0.4.2", "b")
+        ));
+        let p = Pipeline::from_kptfile(&k).unwrap();
+        assert_eq!(p.mutators.len(), 1);
+        assert_eq!(p.mutators[0].image.as_deref(), Some("set-namespace:v0.4.2"));
+        assert_eq!(p.validators.len(), 1);
+        assert_eq!(
+            image_name("127.0.0.1:5000/fns/x:v1"),
+            "127.0.0.1:5000/fns/x"
+        );
+        assert_eq!(image_name("127.0.0.1:5000/fns/x"), "127.0.0.1:5000/fns/x");
+        assert_eq!(image_name("x@sha256:ab"), "x");
+    }
+
+    #[test]
+    fn normalises_as_kpts_rewrite() {
+        let mut k = crate::yaml::parse_one(
+            "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: app\npipeline:\n  mutators:\n  - image: a\n    configMap:\n      z: \"prod\"\n      a: 3\n  - image: b\n    configMap: {}\n",
+        )
+        .unwrap();
+        let mut status = Map::new();
+        status.insert("conditions".into(), json!([{"type": "Rendered"}]));
+        set_status(&mut k, &status);
+        let text = crate::yaml::emit(&k);
+        assert!(
+            text.contains("    configMap:\n      a: \"3\"\n      z: prod\n  - image: b\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("status:\n  conditions:\n  - type: Rendered\n"),
+            "{text}"
         );
     }
 }

@@ -3,6 +3,9 @@
 //! - [`resource_list`]: the ResourceList model, results, and kpt's annotations.
 //! - [`package`]: reading a package directory (Kptfile, `.krmignore`, subpackages) into
 //!   annotated items, and writing them back (unchanged files stay byte-identical).
+//! - [`preserve`]: comment-preserving write-back of changed files (comments, quoting,
+//!   field order, sequence indentation carried over by YAML path).
+//! - [`images`]: registry mirrors and semver `tag:` constraints.
 //! - [`kptfile`], [`selector`]: pipelines and resource selection.
 //! - [`function`]: running one function: Go js/wasm (through `hoist-gojs`; function or command
 //!   style, detected from behaviour), WASI preview 1 (through `hoist-runtime`), or native exec.
@@ -12,8 +15,10 @@
 
 pub mod engine;
 pub mod function;
+pub mod images;
 pub mod kptfile;
 pub mod package;
+pub mod preserve;
 pub mod resource_list;
 pub mod selector;
 pub mod yaml;

@@ -3,7 +3,7 @@
 use crate::resource_list::{
     self as rl, ID, INDEX, LEGACY_ID, LEGACY_INDEX, LEGACY_PATH, PACKAGE_PATH, PATH, SEQ_INDENT,
 };
-use crate::yaml;
+use crate::{preserve, yaml};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -65,6 +65,8 @@ fn io<'a>(
 pub struct Originals {
     /// rel path -> the documents read from it (without annotations).
     pub files: BTreeMap<String, Vec<Value>>,
+    /// rel path -> the file's text, for comment-preserving write-back.
+    pub texts: BTreeMap<String, String>,
 }
 
 /// Patterns from `.krmignore` (gitignore-like, the subset kpt packages use).
@@ -220,6 +222,7 @@ pub fn read_package(
             annotate(&mut item, &full, i);
             items.push(item);
         }
+        originals.texts.insert(full.clone(), text);
         originals.files.insert(full, docs);
     }
     Ok(items)
@@ -312,6 +315,18 @@ pub fn group_files(
     items: &[Value],
     package: &str,
 ) -> Result<BTreeMap<String, Vec<Value>>, PackageError> {
+    Ok(group_files_indexed(items, package)?
+        .into_iter()
+        .map(|(path, docs)| (path, docs.into_iter().map(|(_, d)| d).collect()))
+        .collect())
+}
+
+/// [`group_files`], keeping each document's index annotation (its place in the file it was
+/// read from; `usize::MAX` for a new resource).
+fn group_files_indexed(
+    items: &[Value],
+    package: &str,
+) -> Result<BTreeMap<String, Vec<(usize, Value)>>, PackageError> {
     let mut files: BTreeMap<String, Vec<(usize, usize, Value)>> = BTreeMap::new();
     for (n, item) in items.iter().enumerate() {
         let (path, index) = path_and_index(item);
@@ -324,9 +339,39 @@ pub fn group_files(
         .into_iter()
         .map(|(path, mut docs)| {
             docs.sort_by_key(|(index, n, _)| (*index, *n));
-            (path, docs.into_iter().map(|(_, _, d)| d).collect())
+            (path, docs.into_iter().map(|(i, _, d)| (i, d)).collect())
         })
         .collect())
+}
+
+/// A changed file written again with its original text's comments, formatting, field order
+/// and sequence indentation carried over to each document that came from it (matched by the
+/// index annotation). Falls back to [`render_file`] for JSON and when the original text and
+/// documents do not line up.
+fn render_preserving(path: &str, text: &str, old: &[Value], docs: &[(usize, Value)]) -> String {
+    let plain = || {
+        render_file(
+            path,
+            &docs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+        )
+    };
+    if path.ends_with(".json") {
+        return plain();
+    }
+    let split = preserve::split_documents(text);
+    if split.len() != old.len() {
+        return plain();
+    }
+    let indent = preserve::detect_seq_indent(text);
+    let mut out: Vec<String> = Vec::with_capacity(docs.len());
+    for (index, doc) in docs {
+        let s = match (split.get(*index), old.get(*index)) {
+            (Some(t), Some(o)) => preserve::carry_over(&t.text, o, doc, indent),
+            _ => yaml::emit_with(doc, indent == preserve::SeqIndent::Compact),
+        };
+        out.push(s);
+    }
+    out.join("---\n")
 }
 
 /// Renders one file's documents (JSON for `.json`, YAML otherwise).
@@ -360,10 +405,14 @@ pub fn write_in_place(
     originals: &Originals,
     package_name: &str,
 ) -> Result<WriteSummary, PackageError> {
-    let files = group_files(items, package_name)?;
+    let files = group_files_indexed(items, package_name)?;
     let mut summary = WriteSummary::default();
     for (path, docs) in &files {
-        if originals.files.get(path) == Some(docs) {
+        let old = originals.files.get(path);
+        if let Some(old) = old
+            && old.len() == docs.len()
+            && old.iter().zip(docs).all(|(o, (_, d))| o == d)
+        {
             summary.unchanged.push(path.clone());
             continue;
         }
@@ -371,7 +420,14 @@ pub fn write_in_place(
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io("could not create directory", parent))?;
         }
-        std::fs::write(&full, render_file(path, docs)).map_err(io("could not write", &full))?;
+        let text = match (old, originals.texts.get(path)) {
+            (Some(old), Some(text)) => render_preserving(path, text, old, docs),
+            _ => render_file(
+                path,
+                &docs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+            ),
+        };
+        std::fs::write(&full, text).map_err(io("could not write", &full))?;
         summary.written.push(path.clone());
     }
     let kept: BTreeSet<&String> = files.keys().collect();

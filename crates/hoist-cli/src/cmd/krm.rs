@@ -149,10 +149,10 @@ struct EvalArgs {
     exclude_labels: Vec<String>,
     #[arg(long, value_name = "K=V")]
     exclude_annotations: Vec<String>,
-    /// Save the function to the Kptfile pipeline (not supported yet).
+    /// Add the function to DIR/Kptfile's pipeline (replacing one with the same image or exec).
     #[arg(short = 's', long)]
     save: bool,
-    /// mutator or validator (with --save).
+    /// mutator (default) or validator (with --save).
     #[arg(short = 't', long = "type", value_name = "TYPE")]
     fn_type: Option<String>,
     /// Container only; accepted with a warning.
@@ -184,6 +184,9 @@ struct RenderArgs {
     pkg: PathBuf,
     #[command(flatten)]
     module: ModuleFlags,
+    /// Admission policies the rendered resources must pass before anything is written.
+    #[command(flatten)]
+    gate: crate::cmd::policy::GateArgs,
 }
 
 #[derive(Args, Debug)]
@@ -230,16 +233,16 @@ struct FnPullArgs {
 }
 
 /// Runs `hoist fn`.
-pub fn run(args: FnArgs, _kube: &KubeTarget) -> anyhow::Result<ExitCode> {
+pub fn run(args: FnArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     match args.command {
         FnCommand::Eval(a) => eval(*a),
-        FnCommand::Render(a) => render(*a),
+        FnCommand::Render(a) => render(*a, kube),
         FnCommand::Source(a) => source(a),
         FnCommand::Sink(a) => sink(a),
         FnCommand::Push(a) => {
             crate::cmd::oci::run_push(PushArgs {
                 file: a.file,
-                reference: oci_ref(&a.image),
+                reference: oci_ref(&a.image)?,
                 format: FormatArg::Kpt,
                 tags: Vec::new(),
                 annotations: Vec::new(),
@@ -249,7 +252,7 @@ pub fn run(args: FnArgs, _kube: &KubeTarget) -> anyhow::Result<ExitCode> {
         }
         FnCommand::Pull(a) => {
             crate::cmd::oci::run_pull(PullArgs {
-                reference: oci_ref(&a.image),
+                reference: oci_ref(&a.image)?,
                 file: a.file,
                 force: true,
                 insecure: a.insecure,
@@ -265,12 +268,126 @@ pub fn run(args: FnArgs, _kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn oci_ref(image: &str) -> String {
-    if image.contains("://") {
-        image.to_string()
+/// `oci://` reference for push/pull, through the registry mirrors (so a function can be
+/// pushed to and pulled from a mirror of ghcr.io under its usual name).
+fn oci_ref(image: &str) -> anyhow::Result<String> {
+    let mirrors = hoist_krm::images::Mirrors::from_env()?;
+    Ok(match image.strip_prefix("oci://") {
+        Some(rest) => format!("oci://{}", mirrors.rewrite(rest)),
+        None if image.contains("://") => image.to_string(),
+        None => format!("oci://{}", mirrors.rewrite(image)),
+    })
+}
+
+/// The module pipeline for `flags` (`checksum`: whether `--checksum` applies, as it does to
+/// functions but not to policies).
+fn module_pipeline(flags: &ModuleFlags, checksum: bool) -> anyhow::Result<ModulePipeline> {
+    let checksum = match (&flags.checksum, checksum) {
+        (Some(hex), true) => Some(hoist_provenance::checksum::Sha256Digest::from_hex(hex)?),
+        _ => None,
+    };
+    let cache_dir = if flags.no_cache {
+        None
     } else {
-        format!("oci://{image}")
+        hoist_krm::hoist_modules::default_module_cache_dir()
+    };
+    Ok(ModulePipeline::new(ModuleOptions {
+        checksum,
+        verify_keys: flags.verify.clone(),
+        allow: flags.allow.clone(),
+        cache_dir,
+        insecure: flags.insecure,
+        offline: flags.offline,
+        oci_cache_dir: None,
+        compiler: CompilerChoice::from_env()?,
+        background: BackgroundCompile::subprocess_from_env(),
+        source: Default::default(),
+    })?)
+}
+
+/// Loads `fn render`'s policy gate (`--policy`, `--policies`); `None` without policies.
+fn load_gate(
+    gate: &crate::cmd::policy::GateArgs,
+    flags: &ModuleFlags,
+) -> anyhow::Result<Option<hoist_policy::gate::Gate>> {
+    use hoist_policy::gate;
+    if gate.policy.is_empty() && gate.policies.is_empty() {
+        return Ok(None);
     }
+    let mut specs = Vec::new();
+    for flag in &gate.policy {
+        specs.push(gate::PolicySpec::from_flag(flag)?);
+    }
+    for file in &gate.policies {
+        specs.extend(gate::read_policies_file(file)?);
+    }
+    let pipeline = module_pipeline(flags, false)?;
+    let options = gate::GateOptions {
+        // A package's namespaced objects without a namespace land in `default` when applied.
+        default_namespace: Some("default".into()),
+        ..Default::default()
+    };
+    Ok(Some(gate::Gate::load(specs, &pipeline, options)?))
+}
+
+/// Runs the rendered resources that would be applied (not the Kptfiles, not
+/// `config.kubernetes.io/local-config: "true"` ones) through the gate, without kpt's in-flight
+/// annotations; mutations are copied back onto the items. Err: the rejection message.
+fn gate_items(
+    gate: &hoist_policy::gate::Gate,
+    items: &mut [Value],
+    kube: &KubeTarget,
+) -> anyhow::Result<()> {
+    let chosen: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            i.get("kind").and_then(Value::as_str) != Some("Kptfile")
+                && rl::annotation(i, rl::LOCAL_CONFIG) != Some("true")
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let mut stage: Vec<Value> = chosen
+        .iter()
+        .filter_map(|&n| items.get(n))
+        .map(|i| {
+            let mut c = i.clone();
+            rl::remove_annotations(&mut c, package::INTERNAL_ANNOTATIONS);
+            c
+        })
+        .collect();
+    let user = crate::cmd::policy::offline_user(kube);
+    let report = gate.admit(
+        std::slice::from_mut(&mut stage),
+        &hoist_policy::gate::Offline,
+        &user,
+    )?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for m in &report.mutations {
+        eprintln!("policy {} mutated {}: {}", m.policy, m.object, m.patch);
+    }
+    if !report.admitted() {
+        bail!("{}", report.rejection_message());
+    }
+    for (&n, mut admitted) in chosen.iter().zip(stage) {
+        if let Some(item) = items.get_mut(n) {
+            for key in package::INTERNAL_ANNOTATIONS {
+                if let Some(v) = rl::annotation(item, key) {
+                    rl::set_annotation(&mut admitted, key, v);
+                }
+            }
+            *item = admitted;
+        }
+    }
+    eprintln!(
+        "policy gate: {} resource(s) admitted by {} policies ({} mutation(s))",
+        chosen.len(),
+        gate.len(),
+        report.mutations.len()
+    );
+    Ok(())
 }
 
 fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
@@ -284,28 +401,7 @@ fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
             "hoist: warning: --allow-network applies to container functions; Wasm functions have no network"
         );
     }
-    let checksum = flags
-        .checksum
-        .as_deref()
-        .map(hoist_provenance::checksum::Sha256Digest::from_hex)
-        .transpose()?;
-    let cache_dir = if flags.no_cache {
-        None
-    } else {
-        hoist_krm::hoist_modules::default_module_cache_dir()
-    };
-    let modules = ModulePipeline::new(ModuleOptions {
-        checksum,
-        verify_keys: flags.verify.clone(),
-        allow: flags.allow.clone(),
-        cache_dir,
-        insecure: flags.insecure,
-        offline: flags.offline,
-        oci_cache_dir: None,
-        compiler: CompilerChoice::from_env()?,
-        background: BackgroundCompile::subprocess_from_env(),
-        source: Default::default(),
-    })?;
+    let modules = module_pipeline(flags, true)?;
     let image_map = match std::env::var_os("HOIST_FN_IMAGE_MAP") {
         Some(path) => {
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -337,6 +433,7 @@ fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
         image_prefix: prefix,
         image_map,
         allow_exec: flags.allow_exec,
+        mirrors: hoist_krm::images::Mirrors::from_env()?,
     })
 }
 
@@ -389,12 +486,23 @@ fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
             "--include-meta-resources was removed from kpt: meta resources (the Kptfile) are always included"
         );
     }
-    if a.save {
+    let save_as_validator = match a.fn_type.as_deref() {
+        None | Some("mutator") => false,
+        Some("validator") => true,
+        Some(other) => bail!("--type {other:?} is not a function type: use mutator or validator"),
+    };
+    if a.fn_type.is_some() && !a.save {
+        bail!("--type is only used with --save");
+    }
+    if a.save && a.dir == "-" {
+        bail!("--save needs a package directory: it adds the function to DIR/Kptfile");
+    }
+    if a.save && !Path::new(&a.dir).join(package::KPTFILE).is_file() {
         bail!(
-            "--save is not supported by hoist yet: add the function to the Kptfile pipeline by hand"
+            "--save: {} has no Kptfile to add the function to",
+            Path::new(&a.dir).display()
         );
     }
-    let _ = &a.fn_type;
     if !a.env.is_empty() || a.network || !a.mount.is_empty() || a.as_current_user {
         eprintln!(
             "hoist: warning: --env, --network, --mount and --as-current-user apply to container functions; hoist runs Wasm functions and ignores them"
@@ -513,14 +621,33 @@ fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("could not write results to {}", dir.display()))?;
         let _ = writeln!(err, "For complete results, see {}", path.display());
     }
+    let what = if stdin_mode {
+        "the ResourceList on stdin".to_string()
+    } else {
+        format!("package {}", dir.display())
+    };
     let items = match result {
         Ok(items) => items,
         Err(e) => {
             drop(err);
-            eprintln!("hoist: error: {e}");
+            eprintln!("hoist: error: fn eval on {what}: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
+    // A function may not move resources out of the package: refuse before writing anything.
+    if !stdin_mode {
+        for item in &items {
+            let (p, _) = package::path_and_index(item);
+            if let Err(e) = package::check_inside(item, &p, &package_name(&dir)) {
+                drop(err);
+                eprintln!(
+                    "hoist: error: fn eval on {what}: function {}: {e}; nothing was written",
+                    f.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     drop(err);
     let output = if stdin_mode && a.module.output.is_none() {
         Output::Stdout
@@ -528,7 +655,64 @@ fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         Output::parse(a.module.output.as_deref())
     };
     write_output(&output, &dir, &items, &originals)?;
+    if a.save {
+        save_to_kptfile(&a, &f, &dir, save_as_validator)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--save`: adds (or replaces) the function in DIR/Kptfile's pipeline, with the `-- k=v`
+/// arguments as `configMap` or the `--fn-config` file as a package-relative `configPath`.
+fn save_to_kptfile(a: &EvalArgs, f: &FnRef, dir: &Path, validator: bool) -> anyhow::Result<()> {
+    let path = dir.join(package::KPTFILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--save: could not read {}", path.display()))?;
+    let mut kf = hoist_krm::yaml::parse_one(&text)
+        .map_err(|e| anyhow::anyhow!("--save: {} is not valid YAML: {e}", path.display()))?;
+    let mut entry = Map::new();
+    match f {
+        FnRef::Image(image) => {
+            entry.insert("image".into(), Value::String(image.clone()));
+        }
+        FnRef::Exec { .. } => {
+            entry.insert("exec".into(), Value::String(f.display()));
+        }
+    }
+    if let Some(cfg) = &a.fn_config {
+        let (Ok(cfg), Ok(root)) = (cfg.canonicalize(), dir.canonicalize()) else {
+            bail!("--save: could not resolve --fn-config {}", cfg.display());
+        };
+        let Ok(rel) = cfg.strip_prefix(&root) else {
+            bail!(
+                "--save: --fn-config {} is outside the package {}: a saved function's configPath must be a file of the package",
+                cfg.display(),
+                root.display()
+            );
+        };
+        entry.insert(
+            "configPath".into(),
+            Value::String(rel.to_string_lossy().replace('\\', "/")),
+        );
+    } else {
+        let data: Map<String, Value> = a
+            .args
+            .iter()
+            .filter_map(|arg| arg.split_once('='))
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        if !data.is_empty() {
+            entry.insert("configMap".into(), Value::Object(data));
+        }
+    }
+    kptfile::save_function(&mut kf, validator, entry);
+    std::fs::write(&path, hoist_krm::yaml::emit(&kf))
+        .with_context(|| format!("--save: could not write {}", path.display()))?;
+    eprintln!(
+        "Added \"{}\" as {} in the Kptfile.",
+        f.display(),
+        if validator { "validator" } else { "mutator" }
+    );
+    Ok(())
 }
 
 fn package_name(dir: &Path) -> String {
@@ -563,38 +747,75 @@ fn write_output(
     Ok(())
 }
 
-fn render(a: RenderArgs) -> anyhow::Result<ExitCode> {
+fn render(a: RenderArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     let runner = runner(&a.module)?;
+    // Policies load (and their settings are checked) before any function runs.
+    let gate = load_gate(&a.gate, &a.module)?;
     let print = PrintOptions {
         truncate: a.module.truncate_output,
     };
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let (result, rendered) = engine::render(&runner, &a.pkg, &mut err, print);
+    let (result, mut rendered) = engine::render(&runner, &a.pkg, &mut err, print);
     let code = i32::from(result.is_err());
     if let Some(dir) = &a.module.results_dir {
         let path = engine::write_results(dir, &rendered.records, code)
             .with_context(|| format!("could not write results to {}", dir.display()))?;
         let _ = writeln!(err, "For complete results, see {}", path.display());
     }
-    if let Err(e) = result {
-        drop(err);
+    drop(err);
+    let output = Output::parse(a.module.output.as_deref());
+    // The gate sees the rendered resources before anything is written; a rejection writes
+    // nothing at all (not even the Kptfile status) and exits non-zero.
+    if let (Ok(()), Some(gate)) = (&result, &gate)
+        && let Err(e) = gate_items(gate, &mut rendered.items, kube)
+    {
+        eprintln!("hoist: error: fn render: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    // kpt's message has the root path replaced by ".".
+    let error = result.as_ref().err().map(|e| {
+        let mut msg = e.to_string();
+        if let Ok(abs) = a.pkg.canonicalize() {
+            msg = msg.replace(&*abs.to_string_lossy(), ".");
+        }
+        msg
+    });
+    if output == Output::InPlace {
+        let status = engine::render_status(&rendered.records, error.as_deref());
+        let root_kptfile = rendered
+            .originals
+            .files
+            .get(package::KPTFILE)
+            .and_then(|docs| docs.first())
+            .cloned();
+        let save_partial = root_kptfile
+            .as_ref()
+            .is_some_and(engine::save_on_render_failure);
+        if error.is_none() || save_partial {
+            engine::set_root_status(&mut rendered.items, &status);
+            write_output(&output, &a.pkg, &rendered.items, &rendered.originals)?;
+        } else if let Some(mut kf) = root_kptfile {
+            // A failed render writes nothing but the root Kptfile's status.
+            kptfile::set_status(&mut kf, &status);
+            let path = a.pkg.join(package::KPTFILE);
+            std::fs::write(&path, hoist_krm::yaml::emit(&kf)).with_context(|| {
+                format!("could not write the render status to {}", path.display())
+            })?;
+        }
+    }
+    if let Some(e) = error {
         eprintln!("hoist: error: {e}");
         return Ok(ExitCode::FAILURE);
     }
-    let _ = writeln!(
-        err,
+    eprintln!(
         "Successfully executed {} function(s) in {} package(s).",
         rendered.records.len(),
         rendered.packages
     );
-    drop(err);
-    write_output(
-        &Output::parse(a.module.output.as_deref()),
-        &a.pkg,
-        &rendered.items,
-        &rendered.originals,
-    )?;
+    if output != Output::InPlace {
+        write_output(&output, &a.pkg, &rendered.items, &rendered.originals)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# `hoist fn eval` against node running the same Go js/wasm KRM function the way released kpt
-# does (Go's wasm_exec.js plus kpt-style glue calling processResourceList): set-namespace from
-# the kpt catalog on a 50-resource ResourceList. hoist is measured with an empty
-# compiled-module cache (cold) and a filled one (warm). Prints a markdown table on stdout.
+# KRM functions, two tables on stdout (markdown):
+# 1. `hoist fn eval` against node running the same Go js/wasm KRM function the way released
+#    kpt does (Go's wasm_exec.js plus kpt-style glue calling processResourceList):
+#    set-namespace from the kpt catalog on a 50-resource ResourceList. hoist is measured with
+#    an empty compiled-module cache (cold) and a filled one (warm).
+# 2. `hoist fn render` of a 20-package tree (a root and 19 subpackages, 5 resources each) with
+#    a 3-function pipeline (set-namespace, set-annotations js/wasm, set-annotations wasip1),
+#    warm: once with the pipeline on the root only (3 function runs over 100 resources), once
+#    with the pipeline in every package (60 function runs, depth-first).
 #
-#   bench/krm.sh
+#   bench/fn.sh
 #
 # Environment:
 #   HOIST_BIN   hoist binary [target/release/hoist; built with cargo if missing]
 #   FN          catalog function [set-namespace]; FN_ARGS its `-- k=v` [namespace=bench]
 #   RESOURCES   ConfigMaps in the input [50]
 #   RUNS        timed runs per row [5]
-#   BENCH_OUT   inputs and raw results [bench-out/krm]
+#   BENCH_OUT   inputs and raw results [bench-out/fn]
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,16 +28,16 @@ FN="${FN:-set-namespace}"
 FN_ARGS="${FN_ARGS:-namespace=bench}"
 RESOURCES="${RESOURCES:-50}"
 RUNS="${RUNS:-5}"
-BENCH_OUT="${BENCH_OUT:-bench-out/krm}"
+BENCH_OUT="${BENCH_OUT:-bench-out/fn}"
 
-log() { printf 'bench/krm: %s\n' "$*" >&2; }
+log() { printf 'bench/fn: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 command -v python3 >/dev/null || die "python3 is required"
 command -v node >/dev/null || die "node is required (Debian package nodejs)"
 
 load="$(cut -d' ' -f1 /proc/loadavg)"
 fns="${HOIST_TOOLS_DIR:-$HOME/.cache/hoist-tools}/krm-functions"
-"$root/../shared/peers/build-krm-functions" "$fns" "$FN" >/dev/null || die "building $FN failed"
+"$root/../shared/peers/build-krm-functions" "$fns" "$FN" set-annotations >/dev/null || die "building functions failed"
 module="$fns/$FN.wasm"
 [ -x "$HOIST_BIN" ] || cargo build --release -p hoist-cli >&2
 mkdir -p "$BENCH_OUT"
@@ -96,4 +101,71 @@ for row in "$node_row" "$cold_row" "$warm_row"; do
   IFS=$'\t' read -r name mean min rss <<<"$row"
   ratio=$(python3 -c "print(f'{$node_mean/$mean:.1f}x')")
   echo "| $name | $mean | $min | $rss | $ratio |"
+done
+
+# ---- fn render of a 20-package tree -----------------------------------------------------------
+tree="$out/tree"
+python3 - "$tree" <<'PY'
+import os, shutil, sys
+tree = sys.argv[1]
+pipeline = """pipeline:
+  mutators:
+    - image: set-namespace:v0.4.1
+      configMap:
+        namespace: rendered
+    - image: set-annotations:v0.1.4
+      configMap:
+        team: payments
+    - image: set-annotations-wasi:v0.1.4
+      configMap:
+        tier: web
+"""
+def package(d, name, with_pipeline):
+    os.makedirs(d, exist_ok=True)
+    k = f"apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: {name}\n"
+    open(f"{d}/Kptfile", "w").write(k + (pipeline if with_pipeline else ""))
+    docs = [f"# {name} config {i}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-{i}\n  namespace: default\ndata:\n  key: value-{i}\n" for i in range(5)]
+    open(f"{d}/resources.yaml", "w").write("---\n".join(docs))
+for mode in ("root", "every"):
+    base = f"{tree}/{mode}"
+    shutil.rmtree(base, ignore_errors=True)
+    package(base, "app", True)
+    for i in range(19):
+        package(f"{base}/pkg-{i:02d}", f"pkg-{i:02d}", mode == "every")
+PY
+printf '{"ghcr.io/kptdev/krm-functions-catalog/set-namespace": "%s", "ghcr.io/kptdev/krm-functions-catalog/set-annotations": "%s", "ghcr.io/kptdev/krm-functions-catalog/set-annotations-wasi": "%s"}\n' \
+  "$module" "$fns/set-annotations.wasm" "$fns/set-annotations.wasip1.wasm" >"$out/images.json"
+
+# render_row NAME MODE: mean/min wall time and peak RSS of `hoist fn render` on a fresh copy.
+render_row() {
+  python3 - "$RUNS" "$1" "$tree/$2" "$out/work" "$HOIST_BIN" <<'PY'
+import resource, shutil, subprocess, sys, time
+runs, name, src, work, hoist = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+times, rss = [], 0
+for _ in range(runs):
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work)
+    t = time.perf_counter()
+    p = subprocess.run([hoist, "fn", "render", work], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    times.append(time.perf_counter() - t)
+    if p.returncode != 0:
+        sys.exit(f"{name}: render failed: {p.stderr.decode()[-2000:]}")
+    rss = max(rss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(f"{name}\t{sum(times)/len(times):.3f}\t{min(times):.3f}\t{rss/1024:.0f}")
+PY
+}
+export HOIST_FN_IMAGE_MAP="$out/images.json" HOIST_CACHE_DIR="$cache" HOIST_BACKGROUND_COMPILE=0
+log "hoist fn render (warming the cache)"
+render_row "warm-up" root >/dev/null
+log "hoist fn render x$RUNS"
+root_row=$(render_row "pipeline on the root (3 runs, 100 resources)" root)
+every_row=$(render_row "pipeline in all 20 packages (60 runs)" every)
+echo
+echo "fn render of a 20-package tree, 3-function pipeline, warm cache; $RUNS runs"
+echo
+echo "| tree | mean s | min s | peak RSS MiB |"
+echo "|---|---:|---:|---:|"
+for row in "$root_row" "$every_row"; do
+  IFS=$'\t' read -r name mean min rss <<<"$row"
+  echo "| $name | $mean | $min | $rss |"
 done

@@ -1,0 +1,3 @@
+module hoist.dev/testdata/krm/badfn
+
+go 1.21
