@@ -248,6 +248,9 @@ fn normalize_authority(scheme: &str, authority: &str) -> Result<String, String> 
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
             || host.contains("..")
             || host.starts_with('.')
+            // `h..` would keep a dot after the one trailing dot is dropped: an empty label,
+            // and a second normalisation would change it again (found by fuzzing).
+            || host.ends_with('.')
         {
             return Err(format!("invalid host {host:?}"));
         }
@@ -369,6 +372,16 @@ mod tests {
 
     fn list(p: &[&str]) -> AllowList {
         AllowList::new(p).unwrap()
+    }
+
+    #[test]
+    fn hosts_with_empty_labels_are_refused_and_normalisation_is_idempotent() {
+        // Fuzzer find (fuzz/regressions/allow_url): `file://n.c..` normalised to
+        // `file://n.c.`, which normalised again to `file://n.c`.
+        for url in ["file://n.c..", "https://h../m", "oci://a...:5000/x", "https://./x"] {
+            assert!(normalize_url(url).is_err(), "{url}");
+        }
+        assert_eq!(normalize_url("https://h.example./m").unwrap(), "https://h.example/m");
     }
 
     #[test]
