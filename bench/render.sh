@@ -7,11 +7,13 @@
 #
 # Environment:
 #   HOIST_BIN   hoist binary [target/release/hoist; built with cargo if missing]
-#   COMPILERS   compilers to measure, passed as HOIST_COMPILER [cranelift winch];
-#               empty: native row only
-#   FLIGHT      test flight to render [realistic]; only realistic has a native row;
-#               yoke:NAME renders yoke's own example NAME (basic, lookup), built from
-#               ../shared/peers by scripts/test.d/yoke.sh
+#   COMPILERS   compilers to measure, passed as HOIST_COMPILER [interpreter cranelift
+#               winch]; `interpreter` is tier 0 (what a cold `hoist render` runs on: wasmi,
+#               HOIST_INTERPRETER=always, cold row only, background compile off so runs do
+#               not pile up); empty: native row only
+#   FLIGHT      test flight to render [realistic]; yoke:NAME renders yoke's own example
+#               NAME (basic, lookup), built from ../shared/peers by scripts/test.d/yoke.sh
+#               (its native row is built here from the same archive)
 #   HOIST_YOKE  the real yoke CLI for the yoke rows [scripts/tools path yoke]; YOKE=0
 #               leaves them out
 #   RUNS        timed runs per row [10]
@@ -27,7 +29,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 HOIST_BIN="${HOIST_BIN:-target/release/hoist}"
-COMPILERS="${COMPILERS-cranelift winch}"
+COMPILERS="${COMPILERS-interpreter cranelift winch}"
 FLIGHT="${FLIGHT:-realistic}"
 RUNS="${RUNS:-10}"
 WARMUP="${WARMUP:-2}"
@@ -53,7 +55,16 @@ if [[ "$FLIGHT" == yoke:* ]]; then
   # shellcheck source=/dev/null
   . scripts/test.d/yoke.sh || die "building yoke's example flights failed"
   module="$HOIST_YOKE_EXAMPLES_DIR/${FLIGHT#yoke:}.wasm"
-  native=""
+  # The same example as a native Linux binary, for the "× native" column.
+  native="$(mkdir -p "$BENCH_OUT/native" && cd "$BENCH_OUT/native" && pwd)/${FLIGHT#yoke:}"
+  if [ ! -x "$native" ]; then
+    log "building yoke's ${FLIGHT#yoke:} example natively"
+    src="$(mktemp -d)"
+    tar -xzf "${HOIST_PEERS_DIR:-$root/../shared/peers}/yoke-v0.20.27-src.tar.gz" -C "$src"
+    (cd "$src/build" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -o "$native" \
+      "github.com/yokecd/yoke/examples/${FLIGHT#yoke:}") || log "native build failed: no native row"
+    rm -rf "$src"
+  fi
 else
   scripts/build-testdata "$FLIGHT" ${native_target[@]+"${native_target[@]}"} || die "building the $FLIGHT flight failed"
   module="$testdata/$FLIGHT.wasm"
@@ -89,8 +100,10 @@ JSON
 
 q() { printf '%q' "$1"; }
 hoist_cmd() { # hoist_cmd COMPILER CACHE_DIR
-  printf 'HOIST_COMPILER=%s HOIST_CACHE_DIR=%s %s render %s --release bench --namespace bench -o json < %s > /dev/null' \
-    "$1" "$(q "$2")" "$(q "$HOIST_BIN")" "$(q "$module")" "$(q "$input")"
+  local tier="HOIST_COMPILER=$1"
+  [ "$1" = interpreter ] && tier="HOIST_INTERPRETER=always HOIST_BACKGROUND_COMPILE=0"
+  printf '%s HOIST_CACHE_DIR=%s %s render %s --release bench --namespace bench -o json < %s > /dev/null' \
+    "$tier" "$(q "$2")" "$(q "$HOIST_BIN")" "$(q "$module")" "$(q "$input")"
 }
 yoke_cmd() { # yoke_cmd CACHE_DIR
   printf 'KUBECONFIG=%s %s takeoff -stdout -compilation-cache %s -namespace bench bench %s < %s > /dev/null' \
@@ -173,6 +186,7 @@ for compiler in $COMPILERS; do
     measure "cold-$compiler" "$prepare" "$cmd"
     rows+=("hoist render, cold cache|$compiler|cold-$compiler|$(peak_rss "$prepare" "$cmd")")
   fi
+  [ "$compiler" = interpreter ] && continue # tier 0 runs only on a miss
   cmd="$(hoist_cmd "$compiler" "$warm_dir")"
   if works "$cmd"; then # this run also fills the cache
     log "measuring: hoist render, warm cache, $compiler"

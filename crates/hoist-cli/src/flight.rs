@@ -2,10 +2,14 @@
 //! (or load from cache) → run → parse.
 
 use anyhow::{Context, bail};
-use hoist_modules::{BackgroundCompile, CompilerChoice, ModuleOptions, ModulePipeline};
+use hoist_modules::{
+    BackgroundCompile, CompilerChoice, FlightModule, InterpreterChoice, ModuleOptions,
+    ModulePipeline,
+};
 use hoist_provenance::checksum::Sha256Digest;
 use hoist_resources::{Stages, parse_flight_output};
 use hoist_runtime::host::ClusterAccess;
+use hoist_runtime::tier0::{Interpreted, InterpreterOptions, run_flight_interpreted};
 use hoist_runtime::{FlightSpec, StderrMode};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -285,7 +289,7 @@ fn run(
         Digests::Sha256 => hoist_modules::Digests::Sha256,
         Digests::Sha256AndSha1 => hoist_modules::Digests::WithBytes,
     };
-    let ready = pipeline.load(location, need)?;
+    let module = pipeline.load_flight(location, need, InterpreterChoice::from_env()?)?;
     let spec = FlightSpec {
         what: location,
         release,
@@ -298,7 +302,26 @@ fn run(
         stderr: StderrMode::Stream,
         cluster,
     };
-    let output = hoist_runtime::run_flight(ready.engine, &ready.loaded, spec)?;
+    let (output, info, wasm) = match module {
+        FlightModule::Compiled(ready) => {
+            let output = hoist_runtime::run_flight(ready.engine, &ready.loaded, spec)?;
+            (output, ready.info, ready.wasm)
+        }
+        FlightModule::Interpreted(module) => {
+            let options = InterpreterOptions {
+                budget: module.budget,
+            };
+            match run_flight_interpreted(module.validator.engine(), &module.wasm, &spec, options) {
+                Interpreted::Finished(output) => (output?, module.info, Some(module.wasm)),
+                Interpreted::Declined { reason } => {
+                    tracing::info!(module = location, reason, "compiling after all");
+                    let ready = pipeline.compile_interpreted(module)?;
+                    let output = hoist_runtime::run_flight(ready.engine, &ready.loaded, spec)?;
+                    (output, ready.info, ready.wasm)
+                }
+            }
+        }
+    };
     tracing::info!(
         module = location,
         ms = output.run_time.as_secs_f64() * 1000.0,
@@ -306,9 +329,9 @@ fn run(
         "flight finished"
     );
     let info = ModuleInfo {
-        url: ready.info.url,
-        sha256: ready.info.sha256.to_hex(),
-        sha1: match (digests, &ready.wasm) {
+        url: info.url,
+        sha256: info.sha256.to_hex(),
+        sha1: match (digests, &wasm) {
             (Digests::Sha256AndSha1, Some(wasm)) => hoist_release::state::sha1_hex(wasm),
             _ => String::new(),
         },

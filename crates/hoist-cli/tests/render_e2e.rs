@@ -25,44 +25,56 @@ fn kinds(stages: &Value) -> Vec<Vec<String>> {
 
 #[test]
 fn echo_sees_exactly_yoke_args_env_and_stdin() {
-    let hoist = Hoist::new();
-    let echo = flight("echo");
-    let out = hoist.run(
-        &[
-            "render",
-            echo.to_str().unwrap(),
-            "--release",
-            "rel",
-            "--namespace",
-            "team",
-            "-o",
-            "json",
-            "--",
-            "a",
-            "b c",
-        ],
-        b"hello\nworld",
-    );
-    let stages = json_ok(&out);
-    let cm = &stages[0][0];
-    assert_eq!(cm["metadata"]["name"], "rel");
-    assert_eq!(cm["metadata"]["namespace"], "team");
-    let args: Vec<String> = serde_json::from_str(cm["data"]["args"].as_str().unwrap()).unwrap();
-    assert_eq!(args, ["rel", "a", "b c"]);
-    let env: BTreeSet<String> = serde_json::from_str(cm["data"]["env"].as_str().unwrap()).unwrap();
-    let expected: BTreeSet<String> = [
-        "YOKE_RELEASE=rel".to_string(),
-        "YOKE_NAMESPACE=team".to_string(),
-        "NAMESPACE=team".to_string(),
-        "YOKE_VERSION=v0.20.27".to_string(),
-        format!("HOIST_VERSION={}", env!("CARGO_PKG_VERSION")),
-    ]
-    .into();
-    assert_eq!(
-        env, expected,
-        "the environment is exactly Yoke's plus HOIST_VERSION"
-    );
-    assert_eq!(cm["data"]["stdin"], "hello\nworld");
+    for hoist in Hoist::both_tiers() {
+        let echo = flight("echo");
+        let out = hoist.run(
+            &[
+                "render",
+                echo.to_str().unwrap(),
+                "--release",
+                "rel",
+                "--namespace",
+                "team",
+                "-o",
+                "json",
+                "--",
+                "a",
+                "b c",
+            ],
+            b"hello\nworld",
+        );
+        let stages = json_ok(&out);
+        let cm = &stages[0][0];
+        assert_eq!(cm["metadata"]["name"], "rel");
+        assert_eq!(cm["metadata"]["namespace"], "team");
+        let args: Vec<String> = serde_json::from_str(cm["data"]["args"].as_str().unwrap()).unwrap();
+        assert_eq!(args, ["rel", "a", "b c"]);
+        let env: BTreeSet<String> =
+            serde_json::from_str(cm["data"]["env"].as_str().unwrap()).unwrap();
+        let expected: BTreeSet<String> = [
+            "YOKE_RELEASE=rel".to_string(),
+            "YOKE_NAMESPACE=team".to_string(),
+            "NAMESPACE=team".to_string(),
+            "YOKE_VERSION=v0.20.27".to_string(),
+            format!("HOIST_VERSION={}", env!("CARGO_PKG_VERSION")),
+        ]
+        .into();
+        assert_eq!(
+            env, expected,
+            "the environment is exactly Yoke's plus HOIST_VERSION"
+        );
+        assert_eq!(cm["data"]["stdin"], "hello\nworld");
+        if hoist.interpreter.is_some() {
+            let mut cmd = hoist.cmd();
+            cmd.args(["render", echo.to_str().unwrap(), "-o", "json", "-v"]);
+            let out = common::run_with_stdin(&mut cmd, b"");
+            json_ok(&out);
+            let err = stderr(&out);
+            assert!(err.contains("running on the interpreter"), "{err}");
+            assert!(!err.contains("compiling after all"), "{err}");
+            assert!(!err.contains("module ready"), "nothing compiled: {err}");
+        }
+    }
 }
 
 #[test]
@@ -257,52 +269,54 @@ mod sha2_digest {
 
 #[test]
 fn bad_modules_fail_clearly() {
-    let hoist = Hoist::new();
-    let dir = hoist.cache.path();
+    for hoist in Hoist::both_tiers() {
+        let dir = hoist.cache.path();
 
-    let text = dir.join("notwasm.wasm");
-    std::fs::write(&text, "apiVersion: v1\nkind: ConfigMap\n").unwrap();
-    fails_with(
-        &hoist.run(&["render", text.to_str().unwrap()], b""),
-        &["notwasm.wasm", "not a WebAssembly module"],
-    );
+        let text = dir.join("notwasm.wasm");
+        std::fs::write(&text, "apiVersion: v1\nkind: ConfigMap\n").unwrap();
+        fails_with(
+            &hoist.run(&["render", text.to_str().unwrap()], b""),
+            &["notwasm.wasm", "not a WebAssembly module"],
+        );
 
-    let wasm = std::fs::read(flight("echo")).unwrap();
-    let truncated = dir.join("truncated.wasm");
-    std::fs::write(&truncated, &wasm[..wasm.len() / 2]).unwrap();
-    fails_with(
-        &hoist.run(&["render", truncated.to_str().unwrap()], b""),
-        &["truncated.wasm", "not a valid WebAssembly module"],
-    );
+        let wasm = std::fs::read(flight("echo")).unwrap();
+        let truncated = dir.join("truncated.wasm");
+        std::fs::write(&truncated, &wasm[..wasm.len() / 2]).unwrap();
+        fails_with(
+            &hoist.run(&["render", truncated.to_str().unwrap()], b""),
+            &["truncated.wasm", "not a valid WebAssembly module"],
+        );
 
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(&wasm).unwrap();
-    let gz = enc.finish().unwrap();
-    let truncated_gz = dir.join("truncated.wasm.gz");
-    std::fs::write(&truncated_gz, &gz[..gz.len() / 2]).unwrap();
-    fails_with(
-        &hoist.run(&["render", truncated_gz.to_str().unwrap()], b""),
-        &["truncated.wasm.gz", "gzip"],
-    );
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&wasm).unwrap();
+        let gz = enc.finish().unwrap();
+        let truncated_gz = dir.join("truncated.wasm.gz");
+        std::fs::write(&truncated_gz, &gz[..gz.len() / 2]).unwrap();
+        fails_with(
+            &hoist.run(&["render", truncated_gz.to_str().unwrap()], b""),
+            &["truncated.wasm.gz", "gzip"],
+        );
 
-    let missing = dir.join("missing.wasm");
-    fails_with(
-        &hoist.run(&["render", missing.to_str().unwrap()], b""),
-        &["missing.wasm"],
-    );
+        let missing = dir.join("missing.wasm");
+        fails_with(
+            &hoist.run(&["render", missing.to_str().unwrap()], b""),
+            &["missing.wasm"],
+        );
 
-    let unknown = dir.join("imports_unknown.wasm");
-    let wat = std::fs::read_to_string(common::workspace().join("testdata/wat/imports_unknown.wat"))
-        .unwrap();
-    std::fs::write(&unknown, wat::parse_str(wat).unwrap()).unwrap();
-    fails_with(
-        &hoist.run(&["render", unknown.to_str().unwrap()], b""),
-        &[
-            "imports_unknown.wasm",
-            "imports env.mystery",
-            "hoist does not provide",
-        ],
-    );
+        let unknown = dir.join("imports_unknown.wasm");
+        let wat =
+            std::fs::read_to_string(common::workspace().join("testdata/wat/imports_unknown.wat"))
+                .unwrap();
+        std::fs::write(&unknown, wat::parse_str(wat).unwrap()).unwrap();
+        fails_with(
+            &hoist.run(&["render", unknown.to_str().unwrap()], b""),
+            &[
+                "imports_unknown.wasm",
+                "imports env.mystery",
+                "hoist does not provide",
+            ],
+        );
+    }
 }
 
 #[test]
@@ -324,67 +338,69 @@ fn gzip_bombs_stop_at_the_cap() {
 
 #[test]
 fn limits_stop_runaway_flights_with_the_flag_to_change() {
-    let hoist = Hoist::new();
-    fails_with(
-        &hoist.run(
-            &[
-                "render",
-                flight("spin").to_str().unwrap(),
-                "--timeout",
-                "1s",
-            ],
-            b"",
-        ),
-        &["spin.wasm", "time limit of 1s", "--timeout"],
-    );
-    fails_with(
-        &hoist.run(
-            &[
-                "render",
-                flight("memhog").to_str().unwrap(),
-                "--max-memory-mib",
-                "64",
-            ],
-            b"",
-        ),
-        &["memhog.wasm", "memory limit of 64 MiB", "--max-memory-mib"],
-    );
-    fails_with(
-        &hoist.run(
-            &[
-                "render",
-                flight("flood").to_str().unwrap(),
-                "--max-output-mib",
-                "2",
-            ],
-            b"",
-        ),
-        &["flood.wasm", "2 MiB on stdout", "--max-output-mib"],
-    );
+    for hoist in Hoist::both_tiers() {
+        fails_with(
+            &hoist.run(
+                &[
+                    "render",
+                    flight("spin").to_str().unwrap(),
+                    "--timeout",
+                    "1s",
+                ],
+                b"",
+            ),
+            &["spin.wasm", "time limit of 1s", "--timeout"],
+        );
+        fails_with(
+            &hoist.run(
+                &[
+                    "render",
+                    flight("memhog").to_str().unwrap(),
+                    "--max-memory-mib",
+                    "64",
+                ],
+                b"",
+            ),
+            &["memhog.wasm", "memory limit of 64 MiB", "--max-memory-mib"],
+        );
+        fails_with(
+            &hoist.run(
+                &[
+                    "render",
+                    flight("flood").to_str().unwrap(),
+                    "--max-output-mib",
+                    "2",
+                ],
+                b"",
+            ),
+            &["flood.wasm", "2 MiB on stdout", "--max-output-mib"],
+        );
+    }
 }
 
 #[test]
 fn bad_output_and_failing_flights_fail_clearly() {
-    let hoist = Hoist::new();
-    fails_with(
-        &hoist.run(&["render", flight("badyaml").to_str().unwrap()], b""),
-        &["invalid output from", "badyaml.wasm", "not valid YAML"],
-    );
-    let err = fails_with(
-        &hoist.run(&["render", flight("nokind").to_str().unwrap()], b""),
-        &["nokind.wasm", "no `kind`"],
-    );
-    assert_eq!(err.matches("no `kind`").count(), 1, "said once: {err}");
-    fails_with(
-        &hoist.run(&["render", flight("empty").to_str().unwrap()], b""),
-        &["empty.wasm", "no resources"],
-    );
-    let err = fails_with(
-        &hoist.run(&["render", flight("fail").to_str().unwrap()], b""),
-        &["fail.wasm exited with code 3"],
-    );
-    // The flight's stderr is streamed and its tail repeated in the error.
-    assert!(err.lines().count() > 1, "{err}");
+    for hoist in Hoist::both_tiers() {
+        fails_with(
+            &hoist.run(&["render", flight("badyaml").to_str().unwrap()], b""),
+            &["invalid output from", "badyaml.wasm", "not valid YAML"],
+        );
+        let err = fails_with(
+            &hoist.run(&["render", flight("nokind").to_str().unwrap()], b""),
+            &["nokind.wasm", "no `kind`"],
+        );
+        assert_eq!(err.matches("no `kind`").count(), 1, "said once: {err}");
+        fails_with(
+            &hoist.run(&["render", flight("empty").to_str().unwrap()], b""),
+            &["empty.wasm", "no resources"],
+        );
+        let err = fails_with(
+            &hoist.run(&["render", flight("fail").to_str().unwrap()], b""),
+            &["fail.wasm exited with code 3"],
+        );
+        // The flight's stderr is streamed and its tail repeated in the error.
+        assert!(err.lines().count() > 1, "{err}");
+    }
 }
 
 #[test]
@@ -398,18 +414,19 @@ fn unreachable_http_sources_fail_clearly() {
 
 #[test]
 fn host_lookups_answer_feature_not_granted_without_cluster_access() {
-    let hoist = Hoist::new();
-    let out = hoist.run(
-        &["render", flight("lookup").to_str().unwrap(), "-o", "json"],
-        b"",
-    );
-    let stages = json_ok(&out);
-    let data = &stages[0][0]["data"];
-    assert_eq!(data["state"], "1", "{data}");
-    assert!(
-        data["result"].as_str().unwrap().contains("not granted"),
-        "{data}"
-    );
+    for hoist in Hoist::both_tiers() {
+        let out = hoist.run(
+            &["render", flight("lookup").to_str().unwrap(), "-o", "json"],
+            b"",
+        );
+        let stages = json_ok(&out);
+        let data = &stages[0][0]["data"];
+        assert_eq!(data["state"], "1", "{data}");
+        assert!(
+            data["result"].as_str().unwrap().contains("not granted"),
+            "{data}"
+        );
+    }
 }
 
 #[test]
@@ -550,13 +567,13 @@ fn tiered_compilation_upgrades_to_optimised_code_in_the_background() {
         ]);
         common::run_with_stdin(&mut cmd, b"")
     };
+    // Cold: nothing compiled is cached, so the interpreter runs it (tier 0) while optimised
+    // code is compiled in the background; no baseline compile in the foreground.
     let first = render();
-    json_ok(&first);
+    let cold = json_ok(&first);
     let err = stderr(&first);
-    assert!(
-        err.contains("compiler=winch") && err.contains("cache=miss"),
-        "{err}"
-    );
+    assert!(err.contains("running on the interpreter"), "{err}");
+    assert!(!err.contains("compiler=winch"), "{err}");
     assert!(err.contains("in the background"), "{err}");
 
     // The background compile stores Cranelift code; wait for it (bounded).
@@ -583,12 +600,13 @@ fn tiered_compilation_upgrades_to_optimised_code_in_the_background() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let next = render();
-    json_ok(&next);
+    assert_eq!(json_ok(&next), cold, "both tiers render the same");
     let err = stderr(&next);
     assert!(
         err.contains("compiler=cranelift") && err.contains("cache=hit"),
         "{err}"
     );
+    assert!(!err.contains("interpreter"), "{err}");
     assert!(
         !err.contains("in the background"),
         "no second upgrade: {err}"

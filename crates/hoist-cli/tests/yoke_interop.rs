@@ -60,13 +60,39 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Which of hoist's execution tiers runs a flight.
+#[derive(Clone, Copy, Debug)]
+enum Tier {
+    /// Whatever hoist picks (the suite turns background compiles off, so: compiled code).
+    Default,
+    /// The interpreter (tier 0), to the end.
+    Interpreter,
+}
+
+impl Tier {
+    fn env(self) -> Option<&'static str> {
+        match self {
+            Tier::Default => None,
+            Tier::Interpreter => Some("always"),
+        }
+    }
+}
+
 impl Env {
     fn hoist(&self, args: &[&str], stdin: &str) -> (String, String) {
+        self.hoist_on(Tier::Default, args, stdin)
+    }
+
+    /// Runs hoist on one execution tier and asserts success.
+    fn hoist_on(&self, tier: Tier, args: &[&str], stdin: &str) -> (String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("HOIST_CACHE_DIR", &self.cache)
             .env("NO_COLOR", "1")
             .args(args);
+        if let Some(choice) = tier.env() {
+            cmd.env("HOIST_INTERPRETER", choice);
+        }
         let out = run(cmd, stdin);
         let (o, e) = (text(&out.stdout), text(&out.stderr));
         assert!(out.status.success(), "hoist {args:?} failed:\n{o}\n{e}");
@@ -302,8 +328,10 @@ fn takeoff_stdout_is_byte_identical_to_yokes() {
         let mut hoist_args = vec!["takeoff", "--stdout", "-n", ns, "rel", path, "--"];
         hoist_args.extend(args);
         let (theirs, _) = e.yoke(&yoke_args, stdin);
-        let (ours, _) = e.hoist(&hoist_args, stdin);
-        assert_eq!(ours, theirs, "{path} {args:?}: outputs differ");
+        for tier in [Tier::Default, Tier::Interpreter] {
+            let (ours, _) = e.hoist_on(tier, &hoist_args, stdin);
+            assert_eq!(ours, theirs, "{path} {args:?} on {tier:?}: outputs differ");
+        }
     }
 
     // The whole environment: identical but for HOIST_VERSION (JSON output).
@@ -323,14 +351,17 @@ fn takeoff_stdout_is_byte_identical_to_yokes() {
         ],
         "from stdin\n",
     );
-    let (ours, _) = e.hoist(
-        &[
-            "takeoff", "--stdout", "-n", ns, "rel", echo, "--", "a", "b c",
-        ],
-        "from stdin\n",
-    );
     let theirs = comparable_echo(&theirs, false);
-    assert_eq!(comparable_echo(&ours, true), theirs);
+    for tier in [Tier::Default, Tier::Interpreter] {
+        let (ours, _) = e.hoist_on(
+            tier,
+            &[
+                "takeoff", "--stdout", "-n", ns, "rel", echo, "--", "a", "b c",
+            ],
+            "from stdin\n",
+        );
+        assert_eq!(comparable_echo(&ours, true), theirs, "on {tier:?}");
+    }
     assert_eq!(theirs["data"]["YOKE_VERSION"], "v0.20.27");
     assert_eq!(theirs["data"]["stdin"], "from stdin\n");
 }
@@ -370,6 +401,13 @@ fn cluster_lookups_give_a_flight_the_same_answers_in_both_tools() {
         "",
     );
     assert_eq!(password(&e), first, "hoist's lookup saw yoke's secret");
+    // The interpreter tier answers the flight's host calls the same way.
+    e.hoist_on(
+        Tier::Interpreter,
+        &["takeoff", "-n", &ns, "--cluster-access", "rel", lookup],
+        "",
+    );
+    assert_eq!(password(&e), first, "the interpreter's lookup saw it too");
 
     // And back: yoke looks up what hoist applied.
     e.yoke(

@@ -30,6 +30,9 @@ pub enum ModuleError {
     /// An allow-list pattern is malformed.
     #[error("invalid allow-list pattern: {0}")]
     BadPattern(String),
+    /// An environment setting has a value hoist does not know.
+    #[error("invalid setting: {0}")]
+    BadSetting(String),
     /// `--checksum` is not a SHA-256 in hex.
     #[error("invalid checksum: {0}")]
     BadChecksum(String),

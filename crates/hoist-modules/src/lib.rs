@@ -18,8 +18,8 @@ pub use keys::{load_keys, verify_module};
 pub use oci::OciSource;
 pub use paths::{cache_root, default_module_cache_dir, default_oci_cache_dir};
 pub use pipeline::{
-    BackgroundCompile, CompilerChoice, Digests, ModuleInfo, ModuleOptions, ModulePipeline,
-    ReadyModule,
+    BackgroundCompile, CompilerChoice, Digests, FlightModule, InterpretedModule, InterpreterChoice,
+    ModuleInfo, ModuleOptions, ModulePipeline, ReadyModule,
 };
 
 pub use hoist_provenance::checksum::Sha256Digest;

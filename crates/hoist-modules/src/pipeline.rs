@@ -115,6 +115,57 @@ pub enum Digests {
     WithBytes,
 }
 
+/// Whether a flight whose compiled code is not cached runs on the interpreter tier
+/// ([`hoist_runtime::tier0`]) instead of waiting for a compiler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InterpreterChoice {
+    /// When nothing compiled is cached and either optimised code is being made in the
+    /// background for the next run or nothing is cached at all (`--no-cache`); a flight that
+    /// outruns its budget is compiled after all.
+    #[default]
+    Auto,
+    /// Always compile (the behaviour before tier 0 existed).
+    Never,
+    /// Always interpret, to the end (for tests and comparisons).
+    Always,
+}
+
+impl InterpreterChoice {
+    /// From `HOIST_INTERPRETER` (`auto`/unset, `never` or `0`, `always`).
+    pub fn from_env() -> Result<InterpreterChoice, ModuleError> {
+        match std::env::var("HOIST_INTERPRETER").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(InterpreterChoice::Auto),
+            Ok("never") | Ok("0") => Ok(InterpreterChoice::Never),
+            Ok("always") => Ok(InterpreterChoice::Always),
+            Ok(other) => Err(ModuleError::BadSetting(format!(
+                "HOIST_INTERPRETER={other} is not one of auto, never, always"
+            ))),
+        }
+    }
+}
+
+/// A flight module ready to run on one of the two tiers.
+pub enum FlightModule<'p> {
+    /// Compiled code (from the cache, or compiled now).
+    Compiled(ReadyModule<'p>),
+    /// Bytes for the interpreter; compiled code is on its way for the next run.
+    Interpreted(InterpretedModule<'p>),
+}
+
+/// A module to run on the interpreter tier, with everything needed to compile it after all.
+pub struct InterpretedModule<'p> {
+    /// The engine whose rules the module must pass (validation runs beside the interpreter)
+    /// and that compiles it if the interpreter hands it back.
+    pub validator: &'p FlightEngine,
+    /// Where it came from.
+    pub info: ModuleInfo,
+    /// Its bytes.
+    pub wasm: Vec<u8>,
+    /// How long the interpreter may run it before compiling is the better bet; `None` runs it
+    /// to the end.
+    pub budget: Option<std::time::Duration>,
+}
+
 /// What a module was, for history, pinning and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
@@ -222,6 +273,13 @@ impl ModulePipeline {
         {
             return Ok(ready);
         }
+        let fetched = self.fetch_checked(location)?;
+        let cached = self.cached(&fetched.sha256);
+        self.finish_load(location, fetched, cached)
+    }
+
+    /// The allow list, the source, checksums and signatures: everything before code.
+    fn fetch_checked(&self, location: &str) -> Result<FetchedModule, ModuleError> {
         self.check_allowed(location)?;
         let oci = OciSource {
             insecure: self.options.insecure,
@@ -243,6 +301,17 @@ impl ModulePipeline {
             "module fetched"
         );
         self.check_signature(&fetched.wasm, location)?;
+        Ok(fetched)
+    }
+
+    /// Compiled code for a checked module: `cached` when given, else compiled now (and
+    /// optimised code scheduled when that was baseline code).
+    fn finish_load<'p>(
+        &'p self,
+        location: &str,
+        fetched: FetchedModule,
+        cached: Option<(&'p FlightEngine, LoadedModule)>,
+    ) -> Result<ReadyModule<'p>, ModuleError> {
         let FetchedModule {
             wasm,
             url,
@@ -250,18 +319,23 @@ impl ModulePipeline {
             resolved,
             ..
         } = fetched;
-        let (engine, loaded) = self.compile_or_load(&wasm, &sha256, location)?;
+        let (engine, loaded) = match cached {
+            Some(hit) => {
+                log_ready(location, &hit.1);
+                hit
+            }
+            None => {
+                let baseline = self.baseline()?;
+                let loaded = baseline.load(&wasm, &sha256.to_hex(), location)?;
+                log_ready(location, &loaded);
+                (baseline, loaded)
+            }
+        };
         if let Some(memo) = &self.memo {
             memo.record(location, &sha256);
         }
         if loaded.compiler != Compiler::Cranelift && loaded.cache_status != CacheStatus::Disabled {
-            let local = !location.contains("://") || location.starts_with("file://");
-            let source = if local {
-                UpgradeSource::File(location)
-            } else {
-                UpgradeSource::Bytes(&wasm)
-            };
-            self.schedule_upgrade(&sha256, source);
+            self.schedule_upgrade(&sha256, upgrade_source(location, &wasm));
         }
         Ok(ReadyModule {
             engine,
@@ -273,6 +347,93 @@ impl ModulePipeline {
                 resolved,
             },
             wasm: Some(wasm),
+        })
+    }
+
+    /// Loads a flight: as [`ModulePipeline::load`], except that a module with no cached
+    /// compiled code may be returned for the interpreter tier (see [`InterpreterChoice`]),
+    /// with optimised code scheduled in the background as after a baseline load.
+    pub fn load_flight(
+        &self,
+        location: &str,
+        digests: Digests,
+        interpreter: InterpreterChoice,
+    ) -> Result<FlightModule<'_>, ModuleError> {
+        if interpreter == InterpreterChoice::Never {
+            return self.load(location, digests).map(FlightModule::Compiled);
+        }
+        if interpreter == InterpreterChoice::Auto
+            && digests == Digests::Sha256
+            && self.keys.is_none()
+            && let Some(ready) = self.memo_hit(location)?
+        {
+            return Ok(FlightModule::Compiled(ready));
+        }
+        let fetched = self.fetch_checked(location)?;
+        let cached = match interpreter {
+            InterpreterChoice::Always => None,
+            _ => self.cached(&fetched.sha256),
+        };
+        let upgrading = self.optimised.is_some()
+            && self.options.cache_dir.is_some()
+            && self.options.background != BackgroundCompile::Off;
+        let interpret = match interpreter {
+            InterpreterChoice::Always => true,
+            _ => cached.is_none() && (upgrading || self.cache.is_none()),
+        };
+        if !interpret {
+            return self
+                .finish_load(location, fetched, cached)
+                .map(FlightModule::Compiled);
+        }
+        if let Some(memo) = &self.memo {
+            memo.record(location, &fetched.sha256);
+        }
+        if interpreter == InterpreterChoice::Auto {
+            self.schedule_upgrade(&fetched.sha256, upgrade_source(location, &fetched.wasm));
+        }
+        let budget = match interpreter {
+            InterpreterChoice::Always => None,
+            _ => Some(interpreter_budget(fetched.wasm.len())),
+        };
+        tracing::info!(
+            module = location,
+            sha256 = %fetched.sha256,
+            budget_ms = budget.map(|b| b.as_millis() as u64),
+            "no compiled code cached: running on the interpreter"
+        );
+        let FetchedModule {
+            wasm,
+            url,
+            sha256,
+            resolved,
+            ..
+        } = fetched;
+        Ok(FlightModule::Interpreted(InterpretedModule {
+            validator: self.baseline()?,
+            info: ModuleInfo {
+                location: location.to_string(),
+                url,
+                sha256,
+                resolved,
+            },
+            wasm,
+            budget,
+        }))
+    }
+
+    /// Compiles a module the interpreter handed back (it was checked when it was loaded).
+    pub fn compile_interpreted(
+        &self,
+        module: InterpretedModule<'_>,
+    ) -> Result<ReadyModule<'_>, ModuleError> {
+        let (engine, loaded) =
+            self.compile_or_load(&module.wasm, &module.info.sha256, &module.info.location)?;
+        Ok(ReadyModule {
+            engine,
+            loaded,
+            info: module.info,
+            wasm: Some(module.wasm),
         })
     }
 
@@ -448,6 +609,24 @@ fn log_ready(what: &str, loaded: &LoadedModule) {
         ms = loaded.load_time.as_secs_f64() * 1000.0,
         "module ready"
     );
+}
+
+/// Where a background compile can read `location` again: the file itself when local.
+fn upgrade_source<'a>(location: &'a str, wasm: &'a [u8]) -> UpgradeSource<'a> {
+    let local = !location.contains("://") || location.starts_with("file://");
+    if local {
+        UpgradeSource::File(location)
+    } else {
+        UpgradeSource::Bytes(wasm)
+    }
+}
+
+/// How long the interpreter may run a module of `bytes` before compiling it would have been
+/// faster: about what a baseline (Winch) compile of it costs on a small machine, 0.15 s per
+/// MB measured on 2 cores, and never under half a second.
+fn interpreter_budget(bytes: usize) -> std::time::Duration {
+    let seconds = bytes as f64 / (1024.0 * 1024.0) * 0.15;
+    std::time::Duration::from_secs_f64(seconds.clamp(0.5, 10.0))
 }
 
 /// Where the background compile reads the module from.

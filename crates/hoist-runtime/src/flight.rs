@@ -353,35 +353,43 @@ const PROVIDED: &str = "hoist provides WASI preview 1 (wasi_snapshot_preview1) a
 
 fn check_imports(module: &wasmtime::Module, what: &str) -> Result<(), FlightError> {
     for import in module.imports() {
-        let known = match import.module() {
-            "wasi_snapshot_preview1" => true,
-            "host" => matches!(import.name(), "k8s_lookup" | "k8s_rest_mapping"),
-            _ => false,
-        };
-        if known {
-            continue;
+        if let Some(error) = unknown_import(what, import.module(), import.name()) {
+            return Err(error);
         }
-        let hint = match import.module() {
-            "gojs" | "go" => "this is a Go GOOS=js module (kpt's KRM function format); build flights with GOOS=wasip1".to_string(),
-            "wasi_unstable" => "this module targets the old wasi_unstable ABI; rebuild it for WASI preview 1".to_string(),
-            "wapc" => "this is a waPC module (a Kubewarden policy), not a flight".to_string(),
-            "env" => format!("{PROVIDED}; `env` imports usually mean the module was built for a browser or another host"),
-            _ => PROVIDED.to_string(),
-        };
-        return Err(FlightError::UnknownImport {
-            what: what.to_string(),
-            module: import.module().to_string(),
-            name: import.name().to_string(),
-            hint,
-        });
     }
     Ok(())
+}
+
+/// The error for an import outside Yoke's flight ABI, or `None` when hoist provides it.
+/// Shared by both execution tiers so they refuse the same modules with the same words.
+pub(crate) fn unknown_import(what: &str, module: &str, name: &str) -> Option<FlightError> {
+    let known = match module {
+        "wasi_snapshot_preview1" => true,
+        "host" => matches!(name, "k8s_lookup" | "k8s_rest_mapping"),
+        _ => false,
+    };
+    if known {
+        return None;
+    }
+    let hint = match module {
+        "gojs" | "go" => "this is a Go GOOS=js module (kpt's KRM function format); build flights with GOOS=wasip1".to_string(),
+        "wasi_unstable" => "this module targets the old wasi_unstable ABI; rebuild it for WASI preview 1".to_string(),
+        "wapc" => "this is a waPC module (a Kubewarden policy), not a flight".to_string(),
+        "env" => format!("{PROVIDED}; `env` imports usually mean the module was built for a browser or another host"),
+        _ => PROVIDED.to_string(),
+    };
+    Some(FlightError::UnknownImport {
+        what: what.to_string(),
+        module: module.to_string(),
+        name: name.to_string(),
+        hint,
+    })
 }
 
 // ---- the `host` module ---------------------------------------------------------------------
 
 /// Strings cross the boundary packed as `(ptr << 32) | len`.
-fn unpack(packed: i64) -> (usize, usize) {
+pub(crate) fn unpack(packed: i64) -> (usize, usize) {
     let packed = packed as u64;
     ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
 }

@@ -184,20 +184,39 @@ fn bounded_poll_oneoff<T>(
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Ok(ERRNO_FAULT);
     };
+    let data = memory.data_mut(&mut caller);
+    poll_oneoff_in(data, deadline, subs_ptr, events_ptr, nsubs, nevents_ptr)
+        .map_err(wasmtime::Error::new)
+}
+
+/// `poll_oneoff` over a guest's linear memory `data`, engine-independent: sleeps at most
+/// until `deadline` (then fails with [`TimeoutHit`]); fd subscriptions complete at once.
+pub(crate) fn poll_oneoff_in(
+    data: &mut [u8],
+    deadline: Option<Instant>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    nsubs: i32,
+    nevents_ptr: i32,
+) -> Result<i32, TimeoutHit> {
     let nsubs = nsubs as u32 as usize;
     if nsubs == 0 {
         return Ok(ERRNO_INVAL);
     }
-    let read_at = |data: &[u8], at: usize, len: usize| data.get(at..at + len).map(<[u8]>::to_vec);
-    let subs = {
-        let data = memory.data(&caller);
-        let Some(bytes) = nsubs
-            .checked_mul(SUBSCRIPTION_SIZE)
-            .and_then(|len| read_at(data, subs_ptr as u32 as usize, len))
-        else {
-            return Ok(ERRNO_FAULT);
-        };
-        bytes
+    let subs_at = subs_ptr as u32 as usize;
+    let Some(subs) = nsubs
+        .checked_mul(SUBSCRIPTION_SIZE)
+        .and_then(|len| data.get(subs_at..subs_at + len))
+        .map(<[u8]>::to_vec)
+    else {
+        return Ok(ERRNO_FAULT);
+    };
+    let field = |sub: &[u8], at: usize, len: usize| -> u64 {
+        let mut bytes = [0u8; 8];
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..len), sub.get(at..at + len)) {
+            dst.copy_from_slice(src);
+        }
+        u64::from_le_bytes(bytes)
     };
 
     let now_mono = Instant::now();
@@ -208,13 +227,13 @@ fn bounded_poll_oneoff<T>(
     let mut waits = Vec::with_capacity(nsubs);
     let mut any_fd = false;
     for sub in subs.chunks_exact(SUBSCRIPTION_SIZE) {
-        let userdata = u64::from_le_bytes(sub[0..8].try_into().unwrap_or_default());
-        let tag = sub[8];
+        let userdata = field(sub, 0, 8);
+        let tag = field(sub, 8, 1) as u8;
         match tag {
             0 => {
-                let clock_id = u32::from_le_bytes(sub[16..20].try_into().unwrap_or_default());
-                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
-                let flags = u16::from_le_bytes(sub[40..42].try_into().unwrap_or_default());
+                let clock_id = field(sub, 16, 4);
+                let timeout = field(sub, 24, 8);
+                let flags = field(sub, 40, 2);
                 let absolute = flags & 1 == 1;
                 let wait = match (clock_id, absolute) {
                     (_, false) => Duration::from_nanos(timeout),
@@ -237,13 +256,19 @@ fn bounded_poll_oneoff<T>(
 
     let shortest = waits.iter().filter_map(|w| w.2).min();
     if !any_fd && let Some(wait) = shortest {
-        let wake = now_mono + wait;
-        match deadline {
-            Some(deadline) if wake > deadline => {
+        let wake = now_mono.checked_add(wait);
+        match (deadline, wake) {
+            (Some(deadline), None) => {
                 thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Err(wasmtime::Error::new(TimeoutHit));
+                return Err(TimeoutHit);
             }
-            _ => thread::sleep(wake.saturating_duration_since(Instant::now())),
+            (Some(deadline), Some(wake)) if wake > deadline => {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(TimeoutHit);
+            }
+            (_, Some(wake)) => thread::sleep(wake.saturating_duration_since(Instant::now())),
+            // No deadline and a wait beyond the representable: sleep "forever", as asked.
+            (None, None) => thread::sleep(Duration::from_secs(u64::from(u32::MAX))),
         }
     }
 
@@ -263,16 +288,15 @@ fn bounded_poll_oneoff<T>(
         events.extend_from_slice(&event);
     }
     let count = (events.len() / EVENT_SIZE) as u32;
-    let data = memory.data_mut(&mut caller);
     let events_at = events_ptr as u32 as usize;
     let nevents_at = nevents_ptr as u32 as usize;
-    if nevents_at + 4 > data.len() {
-        return Ok(ERRNO_FAULT);
-    }
     let Some(dst) = data.get_mut(events_at..events_at + events.len()) else {
         return Ok(ERRNO_FAULT);
     };
     dst.copy_from_slice(&events);
-    data[nevents_at..nevents_at + 4].copy_from_slice(&count.to_le_bytes());
+    let Some(dst) = data.get_mut(nevents_at..nevents_at + 4) else {
+        return Ok(ERRNO_FAULT);
+    };
+    dst.copy_from_slice(&count.to_le_bytes());
     Ok(ERRNO_SUCCESS)
 }

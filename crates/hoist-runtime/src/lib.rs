@@ -12,6 +12,9 @@
 //!   captured under a cap, stderr streamed, a memory cap, a timeout, and the `host` import
 //!   module for cluster lookups ([`host::ClusterAccess`]).
 //!
+//! - [`tier0::run_flight_interpreted`]: the same ABI on an interpreter (wasmi) that translates
+//!   only the code that runs, for cold starts while compiled code is made in the background.
+//!
 //! Nothing here knows about Kubernetes or where module bytes come from.
 #![warn(missing_docs)]
 
@@ -21,6 +24,7 @@ mod flight;
 pub mod guest;
 pub mod host;
 mod streams;
+pub mod tier0;
 
 pub use cache::{CacheEntry, CacheError, ModuleCache, hoist_cache_root};
 pub use engine::{CacheStatus, Compiler, EngineError, FlightEngine, LoadedModule};

@@ -69,13 +69,31 @@ pub fn flight(name: &str) -> PathBuf {
 /// A `hoist` command with an isolated cache dir and no kubeconfig.
 pub struct Hoist {
     pub cache: tempfile::TempDir,
+    /// `HOIST_INTERPRETER` for every command (`None`: hoist's default).
+    pub interpreter: Option<&'static str>,
 }
 
 impl Hoist {
     pub fn new() -> Self {
         Hoist {
             cache: tempfile::tempdir().expect("temp dir"),
+            interpreter: None,
         }
+    }
+
+    /// Flights run on the interpreter tier (tier 0) instead of compiled code.
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn interpreted() -> Self {
+        Hoist {
+            interpreter: Some("always"),
+            ..Hoist::new()
+        }
+    }
+
+    /// One of each: every flight-running test that takes this runs on both tiers.
+    #[allow(dead_code)]
+    pub fn both_tiers() -> [Hoist; 2] {
+        [Hoist::new(), Hoist::interpreted()]
     }
 
     pub fn cmd(&self) -> Command {
@@ -86,6 +104,10 @@ impl Hoist {
             .env_remove("HOIST_COMPILER")
             // No background compiles unless a test asks: they would compete for the CPU.
             .env("HOIST_BACKGROUND_COMPILE", "0");
+        match self.interpreter {
+            Some(choice) => cmd.env("HOIST_INTERPRETER", choice),
+            None => cmd.env_remove("HOIST_INTERPRETER"),
+        };
         cmd
     }
 
