@@ -644,7 +644,8 @@ pipeline:
       configMap:
         namespace: \"staging\"
     - image: set-annotations:v0.1.4
-      configMap: {}
+      configMap:
+        owner: \"a\"
   validators:
     - image: set-annotations:v0.1.4
       configMap:
@@ -666,10 +667,11 @@ pipeline:
         );
     }
     let kptfile = std::fs::read_to_string(pkg.join("Kptfile")).unwrap();
-    // Rewritten: keys sorted, needless quotes dropped, `configMap: {}` removed; a string
-    // that YAML 1.1 would read as a boolean keeps its quotes.
+    // Rewritten: keys sorted, needless quotes dropped (`configMap: {}` removal is covered by
+    // the unit test: no catalog function accepts an empty config); a string that YAML 1.1
+    // would read as a boolean keeps its quotes.
     assert!(
-        kptfile.contains("  - image: set-annotations:v0.1.4\n  validators:"),
+        kptfile.contains("      owner: a\n  validators:"),
         "{kptfile}"
     );
     assert!(kptfile.contains("namespace: staging\n"), "{kptfile}");
