@@ -11,6 +11,10 @@
 //! splits Namespaces and CustomResourceDefinitions out of each stage into a stage of their
 //! own that is applied (and waited for) first, exactly as Yoke does. Nothing here does I/O.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod output;
 mod parse;

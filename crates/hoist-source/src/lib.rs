@@ -6,6 +6,10 @@
 //! its name promises (`sha256_<hex>`), before anything runs. OCI references are resolved by a
 //! pluggable [`OciFetcher`] so this crate needs no registry client of its own.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use hoist_provenance::checksum::{self, ChecksumMismatch, Sha256Digest};
 use std::io::Read;
@@ -360,7 +364,7 @@ impl DigestMemo {
         let path = local_path(location)?;
         let identity = file_identity(&path)?;
         let key = Sha256Digest::of(identity.as_bytes()).to_hex();
-        Some(self.dir.join(&key[..40]))
+        key.get(..40).map(|k| self.dir.join(k))
     }
 
     fn dir_is_private(&self) -> bool {
