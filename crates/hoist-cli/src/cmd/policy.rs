@@ -925,8 +925,6 @@ pub fn gate_stages(
     Ok(hoist_resources::Stages(out))
 }
 
-// Used by release.rs's blackbox (its gate wiring lands in the next commit).
-#[allow(dead_code)]
 /// `blackbox`'s POLICIES cell: the gating policies' names (`-` for none), from the revision's
 /// `hoist.dev/policies` annotation.
 pub fn policies_summary(annotation: Option<&str>) -> String {

@@ -71,6 +71,9 @@ pub struct TakeoffArgs {
     #[command(flatten)]
     pub flight: FlightArgs,
 
+    #[command(flatten)]
+    pub gate: crate::cmd::policy::GateArgs,
+
     /// Release namespace [default: the kubeconfig context's namespace, else `default`].
     #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
@@ -381,10 +384,18 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // Policies load (and their settings are checked) before the flight runs.
+    let gate = args.gate.load(&args.flight, &namespace)?;
     let rendered = render_flight(&args.flight, &release, &namespace, access)?;
 
     if let Some(out) = &args.out {
-        let stages = rendered.stages.with_prestages();
+        let mut stages = rendered.stages.with_prestages();
+        if let Some(gate) = &gate {
+            // --out touches no cluster: every object is sent as a CREATE.
+            let user = crate::cmd::policy::offline_user(kube);
+            stages =
+                crate::cmd::policy::gate_stages(gate, stages, &hoist_policy::gate::Offline, &user)?;
+        }
         let mut stdout = std::io::stdout().lock();
         let written = hoist_release::write_out(&stages, &release, out, &mut stdout)?;
         stdout.flush()?;
@@ -407,7 +418,7 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
         None => Source::default(),
     };
 
-    rt.block_on(async {
+    let (conn, stages) = rt.block_on(async {
         let conn = match conn {
             Some(c) => c,
             None => connect(kube).await?,
@@ -415,8 +426,35 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
         if let Some(module) = &rendered.module {
             check_digest_pin(&conn, &release, &namespace, module, args.allow_repin).await?;
         }
-        let stages =
-            hoist_release::prepare_stages(&conn, rendered.stages, &release, &namespace, args.cross_namespace).await?;
+        let stages = hoist_release::prepare_stages(
+            &conn,
+            rendered.stages,
+            &release,
+            &namespace,
+            args.cross_namespace,
+        )
+        .await?;
+        anyhow::Ok((conn, stages))
+    })?;
+    // The gate runs on the objects as they would be applied (namespaces defaulted, ownership
+    // marks added), before any dry run; it blocks on the runtime for its cluster lookups, so
+    // it runs here, outside it.
+    let (stages, policies) = match &gate {
+        Some(gate) => {
+            let user = rt
+                .block_on(hoist_policy::kube::whoami(&conn))
+                .unwrap_or_else(|e| {
+                    tracing::warn!("cannot ask the API server who the user is ({e}); using the kubeconfig's user name");
+                    crate::cmd::policy::offline_user(kube)
+                });
+            let view = hoist_policy::kube::KubeView::new(conn.clone(), rt.handle().clone());
+            let stages = crate::cmd::policy::gate_stages(gate, stages, &view, &user)
+                .with_context(|| format!("takeoff of {release} stopped by the policy gate"))?;
+            (stages, Some(gate.annotation()))
+        }
+        None => (stages, None),
+    };
+    rt.block_on(async {
         if args.diff_only {
             let diff = hoist_release::diff_against_active(
                 &conn,
@@ -448,6 +486,7 @@ pub fn run_takeoff(args: TakeoffArgs, kube: &GlobalKube) -> anyhow::Result<()> {
             remove_namespaces: args.remove_namespaces,
         };
         opts.progress = progress();
+        opts.policies = policies;
         let outcome = hoist_release::takeoff(&conn, &stages, &opts).await?;
         if outcome.dry_run {
             eprintln!("successful dry-run takeoff of {release} ({} objects)", stages.resource_count());
@@ -613,20 +652,25 @@ pub fn run_blackbox(args: BlackboxArgs, kube: &GlobalKube) -> anyhow::Result<()>
                     return print(&to_format(&release, args.output)?);
                 }
                 let active = release.active().map(|a| a.id);
-                let mut rows = vec![vec![
+                let gated = release.history.iter().any(|r| r.policies.is_some());
+                let mut header = vec![
                     "ID".to_string(),
                     "CREATED".into(),
                     "ACTIVE SINCE".into(),
                     "RESOURCES".into(),
                     "SOURCE".into(),
-                ]];
+                ];
+                if gated {
+                    header.push("POLICIES".into());
+                }
+                let mut rows = vec![header];
                 for r in &release.history {
                     let marker = if Some(r.id) == active {
                         " (active)"
                     } else {
                         ""
                     };
-                    rows.push(vec![
+                    let mut row = vec![
                         format!("{}{marker}", r.id),
                         short_time!(r.created_at),
                         short_time!(r.active_at),
@@ -636,7 +680,11 @@ pub fn run_blackbox(args: BlackboxArgs, kube: &GlobalKube) -> anyhow::Result<()>
                         } else {
                             r.source.url.clone()
                         },
-                    ]);
+                    ];
+                    if gated {
+                        row.push(crate::cmd::policy::policies_summary(r.policies.as_deref()));
+                    }
+                    rows.push(row);
                 }
                 print(&table(rows))
             }
