@@ -140,6 +140,13 @@ impl Atc {
         webhooks: Webhooks,
         concurrency: u16,
     ) -> Arc<Atc> {
+        let _ = EVENTS.set(kube::runtime::events::Recorder::new(
+            conn.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "hoist-atc".into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        ));
         Arc::new(Atc {
             conn,
             modules,
@@ -191,9 +198,15 @@ impl Atc {
             namespace.map(str::to_string),
             name.to_string(),
         );
+        atc.metrics
+            .pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             atc.enqueue(&airway, namespace.as_deref(), &name);
+            atc.metrics
+                .pending
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
 
@@ -323,7 +336,46 @@ async fn set_ready(
         &obj.name_any(),
         json!({"status": {"conditions": merged}}),
     )
-    .await
+    .await?;
+    publish_event(obj, reason, message).await;
+    Ok(())
+}
+
+/// Where Kubernetes Events are published from (set once the controller starts).
+static EVENTS: std::sync::OnceLock<kube::runtime::events::Recorder> = std::sync::OnceLock::new();
+
+/// Publishes a Kubernetes Event on `obj` for a `Ready` transition that matters to users
+/// (ready, failed, terminating; not every "in progress"). Yoke's ATC publishes none.
+async fn publish_event(obj: &DynamicObject, reason: Reason, message: &str) {
+    use kube::runtime::events::{Event, EventType};
+    let type_ = match reason {
+        Reason::Ready | Reason::Terminating => EventType::Normal,
+        Reason::Error => EventType::Warning,
+        Reason::InProgress => return,
+    };
+    let Some(recorder) = EVENTS.get() else {
+        return;
+    };
+    let types = obj.types.clone().unwrap_or_default();
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(types.api_version),
+        kind: Some(types.kind),
+        name: obj.metadata.name.clone(),
+        namespace: obj.metadata.namespace.clone(),
+        uid: obj.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let note: String = message.chars().take(1000).collect();
+    let event = Event {
+        type_,
+        reason: reason.as_str().to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::debug!("cannot publish an event on {}: {e}", obj.name_any());
+    }
 }
 
 async fn current_conditions(api: &Api<DynamicObject>, name: &str) -> Vec<Value> {
@@ -585,7 +637,13 @@ fn reconcile_airway(
 
 async fn reconcile_airway_boxed(airway: Arc<DynamicObject>, atc: Arc<Atc>) -> Result<Action> {
     let started = Instant::now();
+    atc.metrics
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let result = reconcile_airway_inner(&airway, &atc).await;
+    atc.metrics
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     atc.metrics.reconciled("Airway", started.elapsed());
     if result.is_ok() {
         atc.success(&format!("Airway:/{}", airway.name_any()));
@@ -860,7 +918,15 @@ async fn reconcile_instance_boxed(
         instance.namespace().unwrap_or_default(),
         instance.name_any()
     );
+    ctx.atc
+        .metrics
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let result = reconcile_instance_inner(&instance, &ctx).await;
+    ctx.atc
+        .metrics
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     ctx.atc.metrics.reconciled("Instance", started.elapsed());
     if result.is_ok() {
         ctx.atc.success(&key);
@@ -1096,7 +1162,13 @@ async fn reconcile_flight_boxed(flight: Arc<DynamicObject>, atc: Arc<Atc>) -> Re
         flight.namespace().unwrap_or_default(),
         flight.name_any()
     );
+    atc.metrics
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let result = reconcile_flight_inner(&flight, &atc, &kind).await;
+    atc.metrics
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     atc.metrics.reconciled("Flight", started.elapsed());
     if result.is_ok() {
         atc.success(&key);

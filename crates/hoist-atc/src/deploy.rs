@@ -472,20 +472,25 @@ async fn service_has_endpoints(
 
 /// The input of an instance: the object, or the value at `object_path`.
 pub fn instance_input(instance: &Value, object_path: &[String]) -> Result<Vec<u8>, String> {
+    let prefix = |n: usize| {
+        object_path
+            .iter()
+            .take(n)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".")
+    };
     let mut value = instance;
     for (i, key) in object_path.iter().enumerate() {
         value = match value {
-            Value::Object(map) => map.get(key).ok_or_else(|| {
-                format!(
-                    "objectPath {}: no field {key:?}",
-                    object_path[..=i].join(".")
-                )
-            })?,
+            Value::Object(map) => map
+                .get(key)
+                .ok_or_else(|| format!("objectPath {}: no field {key:?}", prefix(i + 1)))?,
             _ => {
                 return Err(format!(
                     "objectPath {}: {} is not an object",
-                    object_path[..=i].join("."),
-                    object_path[..i].join(".")
+                    prefix(i + 1),
+                    prefix(i)
                 ));
             }
         };

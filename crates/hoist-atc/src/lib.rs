@@ -1,6 +1,10 @@
 //! The in-cluster controller, compatible with Yoke's ATC: Airways, Flights and ClusterFlights
 //! become releases; admission and conversion webhooks over TLS.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod children;
 pub mod controller;

@@ -17,6 +17,11 @@ struct Counts {
 pub struct Metrics {
     kinds: Mutex<BTreeMap<&'static str, Counts>>,
     admissions: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Reconciles running now.
+    pub in_flight: std::sync::atomic::AtomicI64,
+    /// Re-runs requested by the child and external-object webhooks, not handed to the work
+    /// queue yet.
+    pub pending: std::sync::atomic::AtomicI64,
 }
 
 impl Metrics {
@@ -89,6 +94,17 @@ impl Metrics {
                 "hoist_atc_admissions_total{{path=\"{path}\",allowed=\"false\"}} {denied}"
             );
         }
+        let gauge = |n: &std::sync::atomic::AtomicI64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP hoist_atc_reconciles_in_flight Reconciles running now.\n# TYPE hoist_atc_reconciles_in_flight gauge\nhoist_atc_reconciles_in_flight {}",
+            gauge(&self.in_flight)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hoist_atc_queue_pending Re-runs requested by webhooks and not yet queued.\n# TYPE hoist_atc_queue_pending gauge\nhoist_atc_queue_pending {}",
+            gauge(&self.pending)
+        );
         out.push_str("# HELP hoist_atc_module_loads_total Module loads, by outcome (cache: compiled code from the module cache).\n# TYPE hoist_atc_module_loads_total counter\n");
         for (outcome, n) in [
             ("cache", modules.cache_hits),

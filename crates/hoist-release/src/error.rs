@@ -204,7 +204,12 @@ fn list_or_none(items: &[String]) -> String {
     } else if items.len() > SHOWN {
         format!(
             "{}, ... and {} more",
-            items[..SHOWN].join(", "),
+            items
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
             items.len() - SHOWN
         )
     } else {

@@ -14,6 +14,10 @@
 //! # let _ = outcome; Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 #[cfg(feature = "cluster-access")]
 mod access;

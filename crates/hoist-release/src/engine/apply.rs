@@ -30,7 +30,9 @@ pub(super) async fn apply_stage(
         if count < LIST_THRESHOLD {
             continue;
         }
-        let (resource, res) = (&stage[first], &resolved[first]);
+        let (Some(resource), Some(res)) = (stage.get(first), resolved.get(first)) else {
+            continue;
+        };
         if let Ok(items) = conn
             .list_objects(res, namespace_for(res, resource), None)
             .await

@@ -260,9 +260,7 @@ async fn takeoff_locked(
         )
         .await;
         if let Err((cause, done)) = result {
-            for i in &done {
-                applied.push(describe(&stage[*i]));
-            }
+            applied.extend(done.iter().filter_map(|i| stage.get(*i)).map(describe));
             return Err(partial(opts, stages, index, &done, applied, cause));
         }
         if opts.dry_run {

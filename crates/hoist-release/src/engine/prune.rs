@@ -150,8 +150,10 @@ pub(super) async fn prune_one(
             "labels": {ownership::LABEL_MANAGED_BY: null, ownership::LEGACY_LABEL_RELEASE: null, ownership::LEGACY_LABEL_NAMESPACE: null},
             "annotations": {ownership::ANNOTATION_RELEASE: null, ownership::ANNOTATION_NAMESPACE: null},
         }});
-        if live.pointer("/metadata/ownerReferences").is_some() {
-            patch["metadata"]["ownerReferences"] = Value::Null;
+        if live.pointer("/metadata/ownerReferences").is_some()
+            && let Some(metadata) = patch.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            metadata.insert("ownerReferences".into(), Value::Null);
         }
         conn.merge_patch(&res, ns, resource.name(), &patch)
             .await

@@ -16,8 +16,9 @@ pub async fn wait_ready(
     loop {
         let mut still = Vec::new();
         for &i in &pending {
-            let resource = &stage[i];
-            let res = &resolved[i];
+            let (Some(resource), Some(res)) = (stage.get(i), resolved.get(i)) else {
+                continue;
+            };
             let ns = namespace_for(res, resource);
             let live = conn
                 .get_object(res, ns, resource.name())
@@ -57,7 +58,7 @@ pub async fn wait_ready(
                 .map(|i| {
                     format!(
                         "{} ({})",
-                        describe(&stage[*i]),
+                        stage.get(*i).map(describe).unwrap_or_default(),
                         reasons.get(i).cloned().unwrap_or_default()
                     )
                 })
