@@ -469,11 +469,15 @@ impl ModulePipeline {
                 tracing::info!(module = location, pattern, "allowed");
                 Ok(())
             }
-            Ok(None) => Err(ModuleError::NotAllowed {
-                location: location.to_string(),
-                url,
-                patterns: self.allow.patterns().join(", "),
-            }),
+            // A plain miss (the allow list reports it as an error) is "not allowed"; only a
+            // URL that cannot be matched safely is "unsafe".
+            Ok(None) | Err(hoist_provenance::allow::AllowError::NotAllowed { .. }) => {
+                Err(ModuleError::NotAllowed {
+                    location: location.to_string(),
+                    url,
+                    patterns: self.allow.patterns().join(", "),
+                })
+            }
             Err(e) => Err(ModuleError::UnsafeUrl {
                 location: location.to_string(),
                 reason: e.to_string(),
@@ -746,13 +750,7 @@ mod tests {
             .load(location, Digests::Sha256)
             .err()
             .expect("refused");
-        assert!(
-            matches!(
-                err,
-                ModuleError::NotAllowed { .. } | ModuleError::UnsafeUrl { .. }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, ModuleError::NotAllowed { .. }), "{err}");
         assert!(err.to_string().contains("--allow"), "{err}");
 
         let pipeline = ModulePipeline::new(ModuleOptions {

@@ -378,10 +378,18 @@ mod tests {
     fn hosts_with_empty_labels_are_refused_and_normalisation_is_idempotent() {
         // Fuzzer find (fuzz/regressions/allow_url): `file://n.c..` normalised to
         // `file://n.c.`, which normalised again to `file://n.c`.
-        for url in ["file://n.c..", "https://h../m", "oci://a...:5000/x", "https://./x"] {
+        for url in [
+            "file://n.c..",
+            "https://h../m",
+            "oci://a...:5000/x",
+            "https://./x",
+        ] {
             assert!(normalize_url(url).is_err(), "{url}");
         }
-        assert_eq!(normalize_url("https://h.example./m").unwrap(), "https://h.example/m");
+        assert_eq!(
+            normalize_url("https://h.example./m").unwrap(),
+            "https://h.example/m"
+        );
     }
 
     #[test]

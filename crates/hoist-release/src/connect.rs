@@ -39,6 +39,26 @@ fn kubeconfig_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
     vec![home.join(".kube").join("config")]
 }
 
+/// kube-client 5.0 decodes a file that starts with a UTF-16 byte-order mark by pairs of
+/// bytes and panics (index out of bounds) when their number is odd; such a file is not a
+/// kubeconfig, so it is refused here first. (Found by the `kubeconfig` fuzz target.)
+fn refuse_torn_utf16(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(()); // Missing or unreadable: kube-client's error says which.
+    };
+    let utf16 = bytes.starts_with(&[0xFE, 0xFF]) || bytes.starts_with(&[0xFF, 0xFE]);
+    if utf16 && bytes.len() % 2 == 1 {
+        return Err(Error::Kubeconfig {
+            path: path.to_path_buf(),
+            message: format!(
+                "it starts with a UTF-16 byte-order mark but has an odd number of bytes ({}): it is truncated or not a kubeconfig",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn read_kubeconfig(explicit: Option<&Path>) -> Result<(PathBuf, Kubeconfig)> {
     let paths = kubeconfig_paths(explicit);
     let shown = PathBuf::from(
@@ -53,6 +73,7 @@ fn read_kubeconfig(explicit: Option<&Path>) -> Result<(PathBuf, Kubeconfig)> {
         if explicit.is_none() && paths.len() > 1 && !path.exists() {
             continue;
         }
+        refuse_torn_utf16(path)?;
         let config = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
             path: path.clone(),
             message: if path.exists() {
@@ -224,6 +245,19 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_utf16_kubeconfig_is_refused_not_a_panic() {
+        let path = std::env::temp_dir().join(format!("hoist-torn-utf16-{}", std::process::id()));
+        std::fs::write(&path, b"\xfe\xff\x61").unwrap();
+        let Err(error) = read_kubeconfig(Some(&path)) else {
+            panic!("a torn UTF-16 kubeconfig was accepted");
+        };
+        assert!(error.to_string().contains("odd number of bytes"), "{error}");
+        std::fs::write(&path, b"\xff\xfe\x61\x00\x62").unwrap();
+        assert!(read_kubeconfig(Some(&path)).is_err());
+        let _ = std::fs::remove_file(&path);
+    }
 
     const CONFIG: &str = r#"
 apiVersion: v1
