@@ -466,8 +466,30 @@ fn the_cache_is_used_recovered_and_safe_under_concurrency() {
     );
     assert!(stderr(&render(&[])).contains("cache=hit"));
 
-    // --no-cache neither reads nor writes.
-    assert!(stderr(&render(&["--no-cache"])).contains("cache=disabled"));
+    // --no-cache neither reads nor writes: with no compiled code ever to reuse, the flight
+    // runs on the interpreter; forced to compile, it compiles without the cache.
+    let uncached = stderr(&render(&["--no-cache"]));
+    assert!(
+        uncached.contains("running on the interpreter"),
+        "{uncached}"
+    );
+    assert!(!uncached.contains("cache=hit"), "{uncached}");
+    let mut cmd = hoist.cmd();
+    cmd.env("HOIST_INTERPRETER", "never").args([
+        "render",
+        echo.to_str().unwrap(),
+        "-o",
+        "json",
+        "-v",
+        "--no-cache",
+    ]);
+    let compiled = common::run_with_stdin(&mut cmd, b"");
+    json_ok(&compiled);
+    assert!(
+        stderr(&compiled).contains("cache=disabled"),
+        "{}",
+        stderr(&compiled)
+    );
 
     // Two processes compiling the same new module at once both succeed.
     let fresh = Hoist::new();
