@@ -449,16 +449,9 @@ thread_local! {
 /// means the current context).
 pub fn kubeconfig(data: &[u8]) {
     let p = parts(data, 2);
-    // Known, reported (not yet fixed) panic in kube-client 5.0.0's `Kubeconfig::read_from`:
-    // a UTF-16 byte-order mark followed by an odd number of bytes indexes past the end
-    // (`file_config.rs:609`). Skipped so the fuzzer keeps looking for other bugs; see
-    // FUZZING.md. Remove once hoist-release no longer hands such files to kube-client.
-    if let Some(file) = p.first()
-        && (file.starts_with(&[0xFE, 0xFF]) || file.starts_with(&[0xFF, 0xFE]))
-        && file.len() % 2 == 1
-    {
-        return;
-    }
+    // kube-client 5.0.0's `Kubeconfig::read_from` panics on a UTF-16 byte-order mark followed
+    // by an odd number of bytes; hoist-release refuses such files first (regression input in
+    // fuzz/regressions/kubeconfig).
     let context = p.get(1).map(|c| String::from_utf8_lossy(c).into_owned());
     KUBECONFIG.with(|k| {
         let Some((_, path)) = k else { return };
