@@ -626,3 +626,39 @@ fn prestages_history_caps_locks_and_removals_interoperate() {
     assert!(gone_or_going(e.get_kind("v1", "Namespace", None, &far)));
     e.cleanup(&ns);
 }
+
+#[test]
+fn a_module_yoke_stowed_is_rendered_and_taken_off_by_hoist() {
+    let Some(e) = env() else { return };
+    let Some(registry) = common::required_env("HOIST_TEST_REGISTRY", "run scripts/registry start")
+    else {
+        return;
+    };
+    let registry = registry.to_string_lossy().into_owned();
+    // echo: one ConfigMap in the release namespace, so the release can live in a namespace
+    // the test made.
+    let flight = common::flight("echo");
+    let path = flight.to_str().unwrap();
+    let reference = format!("oci://{registry}/interop/{}:v1", unique("stowed"));
+    e.yoke(&["stow", "--insecure", path, &reference], "");
+
+    // What hoist renders from yoke's artifact is what it renders from the file, on both tiers.
+    let (local, _) = e.hoist(&["takeoff", "--stdout", "rel", path], "");
+    for tier in [Tier::Default, Tier::Interpreter] {
+        let (stowed, _) = e.hoist_on(
+            tier,
+            &["takeoff", "--stdout", "--insecure", "rel", &reference],
+            "",
+        );
+        assert_eq!(stowed, local, "on {tier:?}");
+    }
+
+    // A release from yoke's artifact, which yoke then reads.
+    let ns = unique("stowed");
+    e.namespace(&ns);
+    e.hoist(&["takeoff", "-n", &ns, "--insecure", "rel", &reference], "");
+    let (out, _) = e.yoke(&["blackbox", "--namespace", &ns, "rel"], "");
+    assert!(out.contains(&reference), "{out}");
+    e.hoist(&["mayday", "-n", &ns, "rel"], "");
+    e.cleanup(&ns);
+}
