@@ -6,6 +6,10 @@
 //! behaviour, compiler tiering and error wording are decided once, here. What a caller does
 //! with the [`ReadyModule`] (run it as a flight, a KRM function, a policy) is its own business.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod error;
 mod keys;

@@ -114,7 +114,7 @@ impl ModuleCache {
         crate::HOIST_VERSION.hash(&mut hasher);
         compiler.name().hash(&mut hasher);
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let key = hex::encode(&hasher.0.finalize()[..8]);
+        let key = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
         self.suffix = Some(format!("{}.{key}", compiler.name()));
         self
     }
@@ -345,7 +345,12 @@ struct Sha256Hasher(Sha256);
 impl Hasher for Sha256Hasher {
     fn finish(&self) -> u64 {
         let digest = self.0.clone().finalize();
-        u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+        u64::from_le_bytes(
+            digest
+                .get(..8)
+                .and_then(|d| d.try_into().ok())
+                .unwrap_or([0; 8]),
+        )
     }
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);

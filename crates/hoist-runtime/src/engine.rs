@@ -295,12 +295,12 @@ fn flight_config(compiler: Compiler) -> Config {
 
 fn check_is_core_module(wasm: &[u8], what: &str) -> Result<(), EngineError> {
     const MAGIC: &[u8; 4] = b"\0asm";
-    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+    if wasm.len() < 8 || !wasm.starts_with(MAGIC) {
         let detail = if wasm.is_empty() {
             "the file is empty".to_string()
-        } else if wasm.len() >= 2 && wasm[..2] == [0x1f, 0x8b] {
+        } else if wasm.starts_with(&[0x1f, 0x8b]) {
             "it is gzip data: name it *.gz so hoist decompresses it".to_string()
-        } else if wasm.len() < 8 && wasm.starts_with(&MAGIC[..wasm.len().min(4)]) {
+        } else if wasm.len() < 8 && MAGIC.starts_with(wasm.get(..4).unwrap_or(wasm)) {
             format!("only {} bytes, truncated", wasm.len())
         } else {
             let head: String = wasm
@@ -317,7 +317,7 @@ fn check_is_core_module(wasm: &[u8], what: &str) -> Result<(), EngineError> {
         });
     }
     // Version field: 1 for core modules; components use a different layer/version.
-    if wasm[4..8] != [1, 0, 0, 0] {
+    if wasm.get(4..8) != Some(&[1, 0, 0, 0][..]) {
         return Err(EngineError::Component {
             what: what.to_string(),
         });

@@ -165,7 +165,9 @@ fn tail_suffix(tail: &str) -> String {
         String::new()
     } else {
         let lines: Vec<&str> = tail.lines().collect();
-        let shown = &lines[lines.len().saturating_sub(10)..];
+        let shown = lines
+            .get(lines.len().saturating_sub(10)..)
+            .unwrap_or_default();
         format!("; last lines of its stderr:\n  {}", shown.join("\n  "))
     }
 }

@@ -17,6 +17,10 @@
 //!
 //! Nothing here knows about Kubernetes or where module bytes come from.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod cache;
 mod engine;

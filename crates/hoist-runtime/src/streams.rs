@@ -104,7 +104,7 @@ impl TeeStderr {
         let keep = bytes.len().min(self.tail_cap);
         let overflow = (tail.len() + keep).saturating_sub(self.tail_cap);
         tail.drain(..overflow);
-        tail.extend(&bytes[bytes.len() - keep..]);
+        tail.extend(bytes.get(bytes.len() - keep..).unwrap_or_default());
     }
 }
 

@@ -378,6 +378,17 @@ struct Tier0State {
     monotonic_origin: Instant,
 }
 
+impl Tier0State {
+    /// Whether stdio descriptor `fd` was closed (any other descriptor never existed).
+    fn is_closed(&self, fd: i32) -> bool {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|fd| self.closed.get(fd))
+            .copied()
+            .unwrap_or(true)
+    }
+}
+
 struct Tier0Limiter {
     max_bytes: usize,
     hit: bool,
@@ -664,7 +675,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
         "fd_write",
         |mut c: Ctx<'_>, fd: i32, iovs: i32, count: i32, written_at: i32| {
             with_memory(&mut c, |data, state| {
-                if !(1..=2).contains(&fd) || state.closed[fd as usize] {
+                if !(1..=2).contains(&fd) || state.is_closed(fd) {
                     return Ok(ERRNO_BADF);
                 }
                 let Some(iovs) = iovecs(data, iovs, count) else {
@@ -745,7 +756,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
                 1 | 2 => RIGHTS_FD_WRITE,
                 _ => return Ok(ERRNO_BADF),
             };
-            if state.closed[fd as usize] {
+            if state.is_closed(fd) {
                 return Ok(ERRNO_BADF);
             }
             // filetype unknown (not a terminal), no flags: blocking, as wasmtime-wasi says of
@@ -765,7 +776,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
         "fd_filestat_get",
         |mut c: Ctx<'_>, fd: i32, at: i32| {
             with_memory(&mut c, |data, state| {
-                if !(0..=2).contains(&fd) || state.closed[fd as usize] {
+                if !(0..=2).contains(&fd) || state.is_closed(fd) {
                     return Ok(ERRNO_BADF);
                 }
                 Ok(if put(data, at, &[0u8; 64]) {
