@@ -100,12 +100,17 @@ impl TeeStderr {
             // The user's terminal going away must not kill the flight.
             let _ = std::io::stderr().lock().write_all(bytes);
         }
-        let mut tail = lock(&self.tail);
-        let keep = bytes.len().min(self.tail_cap);
-        let overflow = (tail.len() + keep).saturating_sub(self.tail_cap);
-        tail.drain(..overflow);
-        tail.extend(bytes.get(bytes.len() - keep..).unwrap_or_default());
+        keep_tail(&mut lock(&self.tail), self.tail_cap, bytes);
     }
+}
+
+/// Appends `bytes` to `tail`, keeping only its last `cap` bytes (the stderr tail that errors
+/// quote; shared by both execution tiers).
+pub(crate) fn keep_tail(tail: &mut VecDeque<u8>, cap: usize, bytes: &[u8]) {
+    let keep = bytes.len().min(cap);
+    let overflow = (tail.len() + keep).saturating_sub(cap);
+    tail.drain(..overflow);
+    tail.extend(bytes.get(bytes.len() - keep..).unwrap_or_default());
 }
 
 impl GuestSink for TeeStderr {

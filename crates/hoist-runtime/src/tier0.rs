@@ -24,7 +24,7 @@
 use crate::flight::{FlightError, FlightOutput, FlightSpec, Limit, unknown_import, unpack};
 use crate::guest::{MemoryLimitHit, TimeoutHit, poll_oneoff_in};
 use crate::host::{HostError, LookupRequest};
-use crate::streams::{StderrMode, StdoutCapExceeded};
+use crate::streams::{StderrMode, StdoutCapExceeded, keep_tail};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -191,19 +191,18 @@ fn interpret(wasm: &[u8], spec: &FlightSpec<'_>, options: InterpreterOptions) ->
     };
 
     let mut call = start.call_resumable(&mut store, ());
-    let result: Result<(), ErrorRef> = loop {
+    // Err: the error's message (for traps) and what kind of failure it is.
+    let result: Result<(), (String, Failure)> = loop {
         match call {
             Ok(TypedResumableCall::Finished(())) => break Ok(()),
             Ok(TypedResumableCall::HostTrap(trap)) => {
-                break Err(ErrorRef::Host(
-                    trap.host_error().to_string(),
-                    classify(trap.host_error(), &store),
-                ));
+                let error = trap.host_error();
+                break Err((error.to_string(), classify(error, &store)));
             }
             Ok(TypedResumableCall::OutOfFuel(invocation)) => {
                 let now = Instant::now();
                 if deadline.is_some_and(|deadline| now >= deadline) {
-                    break Err(ErrorRef::Timeout);
+                    break Err((String::new(), Failure::Limit(WhichLimit::Timeout)));
                 }
                 if let Some(budget) = options.budget
                     && !store.data().stderr.committed
@@ -235,7 +234,7 @@ fn interpret(wasm: &[u8], spec: &FlightSpec<'_>, options: InterpreterOptions) ->
                     reason: format!("the interpreter could not resume: {error}"),
                 };
             }
-            Err(error) => break Err(ErrorRef::Wasm(error.to_string(), classify(&error, &store))),
+            Err(error) => break Err((error.to_string(), classify(&error, &store))),
         }
     };
     let run_time = started.elapsed();
@@ -253,10 +252,7 @@ fn interpret(wasm: &[u8], spec: &FlightSpec<'_>, options: InterpreterOptions) ->
     };
     let outcome = match result {
         Ok(()) => Ok(output(state.stdout)),
-        Err(ErrorRef::Timeout) => Err(limit(Limit::Timeout {
-            after: spec.timeout.unwrap_or_default(),
-        })),
-        Err(ErrorRef::Host(message, kind) | ErrorRef::Wasm(message, kind)) => match kind {
+        Err((message, kind)) => match kind {
             Failure::Exit(0) => Ok(output(state.stdout)),
             Failure::Exit(code) => Err(FlightError::Exit {
                 what: what.to_string(),
@@ -273,12 +269,6 @@ fn interpret(wasm: &[u8], spec: &FlightSpec<'_>, options: InterpreterOptions) ->
         },
     };
     Interpreted::Finished(outcome)
-}
-
-enum ErrorRef {
-    Timeout,
-    Host(String, Failure),
-    Wasm(String, Failure),
 }
 
 #[derive(Clone, Copy)]
@@ -451,11 +441,7 @@ impl HeldStderr {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let keep = bytes.len().min(TAIL);
-        let overflow = (self.tail.len() + keep).saturating_sub(TAIL);
-        self.tail.drain(..overflow);
-        self.tail
-            .extend(bytes.get(bytes.len() - keep..).unwrap_or_default());
+        keep_tail(&mut self.tail, TAIL, bytes);
         if self.mode == StderrMode::Capture {
             return;
         }
@@ -552,6 +538,15 @@ fn put(data: &mut [u8], at: i32, bytes: &[u8]) -> bool {
     }
 }
 
+/// [`put`] as a WASI result: success, or `EFAULT` outside the guest's memory.
+fn put_errno(data: &mut [u8], at: i32, bytes: &[u8]) -> i32 {
+    if put(data, at, bytes) {
+        ERRNO_SUCCESS
+    } else {
+        ERRNO_FAULT
+    }
+}
+
 /// The (pointer, length) pairs of an iovec array.
 fn iovecs(data: &[u8], iovs: i32, count: i32) -> Option<Vec<(u32, u32)>> {
     let count = count as u32 as usize;
@@ -632,11 +627,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
             if !(0..=1).contains(&id) {
                 return Ok(ERRNO_INVAL);
             }
-            Ok(if put(data, at, &1u64.to_le_bytes()) {
-                ERRNO_SUCCESS
-            } else {
-                ERRNO_FAULT
-            })
+            Ok(put_errno(data, at, &1u64.to_le_bytes()))
         })
     })?;
     linker.func_wrap(
@@ -653,11 +644,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
                     _ => return Ok(ERRNO_INVAL),
                 };
                 let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
-                Ok(if put(data, at, &nanos.to_le_bytes()) {
-                    ERRNO_SUCCESS
-                } else {
-                    ERRNO_FAULT
-                })
+                Ok(put_errno(data, at, &nanos.to_le_bytes()))
             })
         },
     )?;
@@ -698,11 +685,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
                     }
                     written = written.wrapping_add(len);
                 }
-                Ok(if put(data, written_at, &written.to_le_bytes()) {
-                    ERRNO_SUCCESS
-                } else {
-                    ERRNO_FAULT
-                })
+                Ok(put_errno(data, written_at, &written.to_le_bytes()))
             })
         },
     )?;
@@ -731,11 +714,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
                         break;
                     }
                 }
-                Ok(if put(data, read_at, &read.to_le_bytes()) {
-                    ERRNO_SUCCESS
-                } else {
-                    ERRNO_FAULT
-                })
+                Ok(put_errno(data, read_at, &read.to_le_bytes()))
             })
         },
     )?;
@@ -764,11 +743,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
             let mut stat = [0u8; 24];
             stat[8..16].copy_from_slice(&rights.to_le_bytes());
             stat[16..24].copy_from_slice(&rights.to_le_bytes());
-            Ok(if put(data, at, &stat) {
-                ERRNO_SUCCESS
-            } else {
-                ERRNO_FAULT
-            })
+            Ok(put_errno(data, at, &stat))
         })
     })?;
     linker.func_wrap(
@@ -779,11 +754,7 @@ fn tier0_linker(engine: &Engine, module: &Module) -> Result<Linker<Tier0State>, 
                 if !(0..=2).contains(&fd) || state.is_closed(fd) {
                     return Ok(ERRNO_BADF);
                 }
-                Ok(if put(data, at, &[0u8; 64]) {
-                    ERRNO_SUCCESS
-                } else {
-                    ERRNO_FAULT
-                })
+                Ok(put_errno(data, at, &[0u8; 64]))
             })
         },
     )?;
