@@ -265,12 +265,7 @@ impl ModulePipeline {
     /// The allow list is checked before anything is fetched; checksums (explicit and the
     /// `sha256_` a name promises) and signatures before anything is compiled.
     pub fn load(&self, location: &str, digests: Digests) -> Result<ReadyModule<'_>, ModuleError> {
-        // Warm path: an unchanged local file whose compiled code is cached is neither read
-        // nor hashed again. Signatures and callers that need the bytes take the full path.
-        if digests == Digests::Sha256
-            && self.keys.is_none()
-            && let Some(ready) = self.memo_hit(location)?
-        {
+        if let Some(ready) = self.memo_hit(location, digests)? {
             return Ok(ready);
         }
         let fetched = self.fetch_checked(location)?;
@@ -363,9 +358,7 @@ impl ModulePipeline {
             return self.load(location, digests).map(FlightModule::Compiled);
         }
         if interpreter == InterpreterChoice::Auto
-            && digests == Digests::Sha256
-            && self.keys.is_none()
-            && let Some(ready) = self.memo_hit(location)?
+            && let Some(ready) = self.memo_hit(location, digests)?
         {
             return Ok(FlightModule::Compiled(ready));
         }
@@ -493,7 +486,16 @@ impl ModulePipeline {
         Ok(())
     }
 
-    fn memo_hit(&self, location: &str) -> Result<Option<ReadyModule<'_>>, ModuleError> {
+    /// The warm path: an unchanged local file whose compiled code is cached is neither read
+    /// nor hashed again. Signatures and callers that need the bytes take the full path.
+    fn memo_hit(
+        &self,
+        location: &str,
+        digests: Digests,
+    ) -> Result<Option<ReadyModule<'_>>, ModuleError> {
+        if digests != Digests::Sha256 || self.keys.is_some() {
+            return Ok(None);
+        }
         let Some(memo) = &self.memo else {
             return Ok(None);
         };
