@@ -252,6 +252,78 @@ pub async fn pull_module(reference: &str, opts: &PullOptions) -> Result<PulledMo
     })
 }
 
+/// At most this many pages of 1000 tags are read by [`list_tags`].
+pub const MAX_TAG_PAGES: usize = 100;
+
+/// Lists the tags of the repository a reference names (its own tag or digest is ignored),
+/// in the order the registry returns them, following pagination. Used to resolve semver
+/// tag constraints (kpt's `tag:` field) against what a registry actually holds.
+pub async fn list_tags(reference: &str, opts: &PullOptions) -> Result<Vec<String>> {
+    let r = OciReference::parse(reference)?;
+    if opts.offline {
+        return Err(OciError::NotCached {
+            reference: r.to_string(),
+            detail: "listing tags needs the registry (offline mode is on)".into(),
+        });
+    }
+    let reg = Registry::connect(&r, opts.insecure, Access::Pull).await?;
+    reg.list_tags(opts.max_manifest_bytes, MAX_TAG_PAGES).await
+}
+
+/// A manifest (or index) as the registry serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    /// `sha256:...` of `body` (checked against the reference's digest when it has one).
+    pub digest: String,
+    /// The media type, from the document's `mediaType` or else the `Content-Type` header.
+    pub media_type: Option<String>,
+    /// The manifest's bytes, exactly as served.
+    pub body: Vec<u8>,
+}
+
+/// Fetches the manifest or index a reference points to, without interpreting it as a module:
+/// any image works (Kubewarden's `oci` host capability answers policies with this). The body
+/// is capped at `max_manifest_bytes` and verified against a pinned digest.
+pub async fn fetch_manifest(reference: &str, opts: &PullOptions) -> Result<FetchedManifest> {
+    let r = OciReference::parse(reference)?;
+    let reg = Registry::connect(&r, opts.insecure, Access::Pull).await?;
+    let what = r
+        .digest
+        .clone()
+        .or_else(|| r.tag.clone())
+        .unwrap_or_else(|| DEFAULT_TAG.to_string());
+    let m = reg
+        .get_manifest(&what, opts.max_manifest_bytes)
+        .await?
+        .ok_or_else(|| OciError::NotFound {
+            what: "manifest".into(),
+            reference: r.to_string(),
+        })?;
+    let media_type = media::manifest_media_type(&m.body, m.content_type.as_deref());
+    Ok(FetchedManifest {
+        digest: m.digest,
+        media_type,
+        body: m.body,
+    })
+}
+
+/// Fetches one blob of the reference's repository by digest (for example an image's config),
+/// capped at `max_blob_bytes` and verified against the digest.
+pub async fn fetch_blob(reference: &str, digest: &str, opts: &PullOptions) -> Result<Vec<u8>> {
+    let r = OciReference::parse(reference)?;
+    let digest = reference::parse_digest(digest).map_err(|reason| OciError::InvalidReference {
+        reference: format!("{}@{digest}", r.name()),
+        reason,
+    })?;
+    let reg = Registry::connect(&r, opts.insecure, Access::Pull).await?;
+    reg.get_blob(
+        &digest,
+        opts.max_blob_bytes,
+        "PullOptions::max_blob_bytes (--max-blob-bytes)",
+    )
+    .await
+}
+
 fn unreachable_ref(display: &str) -> Result<String> {
     Err(OciError::InvalidReference {
         reference: display.into(),
@@ -640,6 +712,11 @@ pub mod fuzzing {
     /// The message of a registry error body.
     pub fn registry_message(body: &[u8]) -> String {
         crate::registry::registry_message(body)
+    }
+
+    /// The `rel="next"` target of a registry's `Link` pagination header.
+    pub fn next_link(header: &str) -> Option<String> {
+        crate::registry::next_link(header)
     }
 
     /// Gunzips a Yoke layer with a decompressed-size cap.

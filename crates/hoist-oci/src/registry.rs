@@ -491,6 +491,71 @@ impl Registry {
         Ok(body)
     }
 
+    /// Lists the repository's tags (`GET /v2/<repo>/tags/list`), following the `Link`
+    /// pagination header; each page is capped at `cap` bytes and at most `max_pages` pages
+    /// are read, so a hostile registry cannot make the list endless.
+    pub(crate) async fn list_tags(&self, cap: u64, max_pages: usize) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut url = format!("{}/v2/{}/tags/list?n=1000", self.base, self.repository);
+        let mut tags = Vec::new();
+        for _ in 0..max_pages {
+            let resp = self.send(Method::GET, &url, &[], None).await?;
+            if !resp.status().is_success() {
+                return Err(self
+                    .status_error(&Method::GET, &url, resp, "tag list")
+                    .await);
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body = read_capped(
+                resp,
+                cap,
+                || OciError::TooLarge {
+                    what: "tag list".into(),
+                    reference: self.reference.clone(),
+                    limit: cap,
+                    knob: "PullOptions::max_manifest_bytes (--max-manifest-bytes)".into(),
+                },
+                self,
+            )
+            .await?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| OciError::InvalidManifest {
+                    reference: self.reference.clone(),
+                    detail: format!("the tag list is not the registry API's JSON: {e}"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                // A relative link is resolved against the registry's base URL; an absolute
+                // one must stay on the same registry (credentials are never sent elsewhere).
+                Some(n) if n.starts_with('/') => url = format!("{}{n}", self.base),
+                Some(n) if n.starts_with(&format!("{}/", self.base)) => url = n,
+                Some(n) => {
+                    return Err(OciError::InvalidManifest {
+                        reference: self.reference.clone(),
+                        detail: format!(
+                            "the tag list points to another host for its next page: {n}"
+                        ),
+                    });
+                }
+                None => return Ok(tags),
+            }
+        }
+        Err(OciError::TooLarge {
+            what: format!("tag list (more than {max_pages} pages)"),
+            reference: self.reference.clone(),
+            limit: max_pages as u64,
+            knob: "the tag list page limit".into(),
+        })
+    }
+
     /// Uploads `data` unless the registry already has it; returns its digest.
     pub(crate) async fn push_blob(&self, data: &[u8]) -> Result<String> {
         let digest = sha256_digest(data);
@@ -581,6 +646,21 @@ impl Registry {
         }
         Ok(digest)
     }
+}
+
+/// The target of a `Link: <URL>; rel="next"` header, if it has one.
+pub(crate) fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then(|| target.to_string())
+    })
 }
 
 /// Reads a response body, failing with `too_large()` as soon as more than `cap` bytes

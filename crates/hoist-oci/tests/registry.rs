@@ -1191,3 +1191,85 @@ async fn registry_without_head_support_is_resolved_with_get() {
     assert_eq!(p.wasm, b"\0asm\x01\0\0\0");
     assert_eq!(p.format, ModuleFormat::Kubewarden);
 }
+
+#[tokio::test]
+async fn tags_are_listed_and_any_manifest_and_blob_can_be_fetched() {
+    let Some(reg) = registry() else { return };
+    let wasm = module("list-tags");
+    let base = repo(&reg, "tags");
+    let pushed = push_module(
+        &wasm,
+        &format!("{base}:v1.2.3"),
+        &PushOptions {
+            format: ModuleFormat::Kubewarden,
+            extra_tags: vec!["v1.10.0".into(), "v2.0.0-rc.1".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut tags = hoist_oci::list_tags(&format!("{base}:ignored"), &PullOptions::default())
+        .await
+        .unwrap();
+    tags.sort();
+    assert_eq!(tags, vec!["v1.10.0", "v1.2.3", "v2.0.0-rc.1"]);
+    assert_eq!(tags, raw_tags(&base).await);
+
+    // A repository that does not exist is the registry's NAME_UNKNOWN, named as such.
+    let err = hoist_oci::list_tags(&repo(&reg, "absent"), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tag list"), "{err}");
+
+    let m = hoist_oci::fetch_manifest(&format!("{base}:v1.10.0"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(m.digest, pushed.digest);
+    assert_eq!(
+        m.media_type.as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    assert_eq!(format!("sha256:{}", hex_sha(&m.body)), m.digest);
+    let doc: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    let by_digest = hoist_oci::fetch_manifest(
+        &format!("{}@{}", strip(&base), pushed.digest),
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_digest, m);
+
+    let config_digest = doc["config"]["digest"].as_str().unwrap();
+    let config = hoist_oci::fetch_blob(&base, config_digest, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(format!("sha256:{}", hex_sha(&config)), config_digest);
+    let layer = hoist_oci::fetch_blob(
+        &base,
+        doc["layers"][0]["digest"].as_str().unwrap(),
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(layer, wasm);
+
+    let missing = hoist_oci::fetch_manifest(&format!("{base}:nope"), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, OciError::NotFound { .. }), "{missing}");
+}
+
+#[test]
+fn link_headers_give_the_next_page() {
+    // Registries paginate with RFC 5988 links; only rel="next" counts.
+    assert_eq!(
+        hoist_oci::fuzzing::next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+        Some("/v2/a/tags/list?n=2&last=b")
+    );
+    assert_eq!(
+        hoist_oci::fuzzing::next_link(r#"<http://x/prev>; rel="prev", <http://x/n>; rel=next"#)
+            .as_deref(),
+        Some("http://x/n")
+    );
+    assert_eq!(hoist_oci::fuzzing::next_link("garbage"), None);
+}
