@@ -14,7 +14,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hoist_oci::{ModuleFormat, OciError, PullOptions, PushOptions, pull_module, push_module};
+use hoist_oci::{
+    ModuleFormat, OciError, PullOptions, PulledModule, PushOptions, Pushed, pull_module,
+    push_module,
+};
 use sha2::{Digest, Sha256};
 
 fn need(var: &str, what: &str) -> Option<String> {
@@ -197,6 +200,36 @@ async fn raw_put_manifest(
     format!("sha256:{}", hex_sha(&bytes))
 }
 
+/// Pulls, failing the test with the reference and the error.
+async fn pull(reference: &str, opts: &PullOptions) -> PulledModule {
+    pull_module(reference, opts)
+        .await
+        .unwrap_or_else(|e| panic!("pull {reference}: {e}"))
+}
+
+/// Pulls what must fail, and returns why.
+async fn pull_err(reference: &str, opts: &PullOptions) -> OciError {
+    match pull_module(reference, opts).await {
+        Ok(p) => panic!("pull {reference} should fail, got {}", p.resolved),
+        Err(e) => e,
+    }
+}
+
+/// Pushes, failing the test with the reference and the error.
+async fn push(wasm: &[u8], reference: &str, opts: &PushOptions) -> Pushed {
+    push_module(wasm, reference, opts)
+        .await
+        .unwrap_or_else(|e| panic!("push {reference}: {e}"))
+}
+
+/// Push options for one format.
+fn as_format(format: ModuleFormat) -> PushOptions {
+    PushOptions {
+        format,
+        ..Default::default()
+    }
+}
+
 fn cache_opts(dir: &Path) -> PullOptions {
     PullOptions {
         cache_dir: Some(dir.to_path_buf()),
@@ -209,7 +242,7 @@ async fn yoke_round_trip_and_tags() {
     let Some(reg) = registry() else { return };
     let wasm = module("yoke-round-trip");
     let base = repo(&reg, "yoke");
-    let pushed = push_module(
+    let pushed = push(
         &wasm,
         &format!("{base}:v1"),
         &PushOptions {
@@ -217,8 +250,7 @@ async fn yoke_round_trip_and_tags() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let sha_tag = format!("sha256_{}", hex_sha(&wasm));
     let mut want = vec![
         "extra".to_string(),
@@ -251,7 +283,7 @@ async fn yoke_round_trip_and_tags() {
         format!("{base}@{}", pushed.digest),
         strip(&base).to_string(),
     ] {
-        let p = pull_module(&r, &PullOptions::default()).await.unwrap();
+        let p = pull(&r, &PullOptions::default()).await;
         assert_eq!(p.wasm, wasm, "{r}");
         assert_eq!(p.format, ModuleFormat::Yoke);
         assert_eq!(p.manifest_digest, pushed.digest);
@@ -284,7 +316,7 @@ async fn kubewarden_round_trip_with_annotations() {
         "io.kubewarden.policy.title".to_string(),
         "test policy".to_string(),
     );
-    let pushed = push_module(
+    let pushed = push(
         &wasm,
         &format!("{base}:v0.1.0"),
         &PushOptions {
@@ -293,8 +325,7 @@ async fn kubewarden_round_trip_with_annotations() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(pushed.tags, vec!["v0.1.0".to_string()]);
     let (_, m) = raw_get_manifest(&base, "v0.1.0").await;
     assert_eq!(
@@ -315,9 +346,7 @@ async fn kubewarden_round_trip_with_annotations() {
         m["annotations"]["io.kubewarden.policy.author"],
         "hoist tests"
     );
-    let p = pull_module(&format!("{base}:v0.1.0"), &PullOptions::default())
-        .await
-        .unwrap();
+    let p = pull(&format!("{base}:v0.1.0"), &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
     assert_eq!(p.format, ModuleFormat::Kubewarden);
     assert_eq!(p.tag.as_deref(), Some("v0.1.0"));
@@ -370,9 +399,7 @@ async fn kpt_round_trip_keeps_other_platforms() {
         file_name: Some("/some/dir/fn.wasm".into()),
         ..Default::default()
     };
-    let pushed = push_module(&wasm, &format!("{base}:v1"), &opts)
-        .await
-        .unwrap();
+    let pushed = push(&wasm, &format!("{base}:v1"), &opts).await;
     assert_eq!(pushed.tags, vec!["v1".to_string()]);
     let (ct, index) = raw_get_manifest(&base, "v1").await;
     assert_eq!(
@@ -424,9 +451,7 @@ async fn kpt_round_trip_keeps_other_platforms() {
         vec![("fn.wasm".to_string(), 0o644, wasm.len() as u64)]
     );
 
-    let p = pull_module(&format!("{base}:v1"), &PullOptions::default())
-        .await
-        .unwrap();
+    let p = pull(&format!("{base}:v1"), &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
     assert_eq!(p.format, ModuleFormat::Kpt);
     assert_eq!(p.manifest_digest, image_digest);
@@ -441,21 +466,15 @@ async fn kpt_round_trip_keeps_other_platforms() {
         &serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": [amd64]}),
     )
     .await;
-    push_module(&wasm, &format!("{base}:multi"), &opts)
-        .await
-        .unwrap();
+    push(&wasm, &format!("{base}:multi"), &opts).await;
     let wasm2 = module("kpt-second");
-    push_module(&wasm2, &format!("{base}:multi"), &opts)
-        .await
-        .unwrap();
+    push(&wasm2, &format!("{base}:multi"), &opts).await;
     let (_, index) = raw_get_manifest(&base, "multi").await;
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{index}");
     assert_eq!(entries[0], amd64);
     assert_eq!(entries[1]["platform"]["os"], "js");
-    let p = pull_module(&format!("{base}:multi"), &PullOptions::default())
-        .await
-        .unwrap();
+    let p = pull(&format!("{base}:multi"), &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm2);
 
     // a tag holding a plain image manifest is not silently replaced
@@ -472,24 +491,20 @@ async fn moved_latest_is_re_resolved_and_offline_uses_last_resolution() {
     let base = repo(&reg, "moving");
     let a = module("version-a");
     let b = module("version-b");
-    let pa = push_module(&a, &base, &PushOptions::default())
-        .await
-        .unwrap();
+    let pa = push(&a, &base, &PushOptions::default()).await;
 
-    let first = pull_module(&base, &cache_opts(cache.path())).await.unwrap();
+    let first = pull(&base, &cache_opts(cache.path())).await;
     assert_eq!(first.wasm, a);
     assert!(!first.from_cache);
-    let again = pull_module(&base, &cache_opts(cache.path())).await.unwrap();
+    let again = pull(&base, &cache_opts(cache.path())).await;
     assert_eq!(again.wasm, a);
     assert!(
         again.from_cache,
         "second pull of an unchanged tag is served from the cache"
     );
 
-    push_module(&b, &base, &PushOptions::default())
-        .await
-        .unwrap();
-    let moved = pull_module(&base, &cache_opts(cache.path())).await.unwrap();
+    push(&b, &base, &PushOptions::default()).await;
+    let moved = pull(&base, &cache_opts(cache.path())).await;
     assert_eq!(moved.wasm, b, "a moved latest must not be served stale");
     assert!(!moved.from_cache);
 
@@ -497,35 +512,28 @@ async fn moved_latest_is_re_resolved_and_offline_uses_last_resolution() {
         offline: true,
         ..cache_opts(cache.path())
     };
-    let off = pull_module(&base, &offline).await.unwrap();
+    let off = pull(&base, &offline).await;
     assert_eq!(off.wasm, b);
     assert!(off.from_cache);
     // the old digest is still cached and needs no network
-    let old = pull_module(&format!("{base}@{}", pa.digest), &offline)
-        .await
-        .unwrap();
+    let old = pull(&format!("{base}@{}", pa.digest), &offline).await;
     assert_eq!(old.wasm, a);
     // a digest reference that is cached is answered without the registry, even online
-    let pinned = pull_module(&format!("{base}@{}", pa.digest), &cache_opts(cache.path()))
-        .await
-        .unwrap();
+    let pinned = pull(&format!("{base}@{}", pa.digest), &cache_opts(cache.path())).await;
     assert!(pinned.from_cache);
 
     // never-resolved tag offline: clear error
-    let err = pull_module(&format!("{base}:never"), &offline)
-        .await
-        .unwrap_err();
+    let err = pull_err(&format!("{base}:never"), &offline).await;
     assert!(matches!(err, OciError::NotCached { .. }), "{err}");
     assert!(err.to_string().contains("--offline"), "{err}");
-    let err = pull_module(
+    let err = pull_err(
         &base,
         &PullOptions {
             offline: true,
             ..Default::default()
         },
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(matches!(err, OciError::NotCached { .. }), "{err}");
 }
 
@@ -535,21 +543,12 @@ async fn corrupt_cache_entries_are_refetched() {
     let cache = tempfile::tempdir().unwrap();
     let base = repo(&reg, "cache");
     let wasm = module("cache");
-    push_module(
-        &wasm,
-        &base,
-        &PushOptions {
-            format: ModuleFormat::Kubewarden,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    pull_module(&base, &cache_opts(cache.path())).await.unwrap();
+    push(&wasm, &base, &as_format(ModuleFormat::Kubewarden)).await;
+    pull(&base, &cache_opts(cache.path())).await;
     let blob = cache.path().join("blobs/sha256").join(hex_sha(&wasm));
     assert!(blob.exists(), "the module is cached by its digest");
     std::fs::write(&blob, b"\0asm tampered").unwrap();
-    let p = pull_module(&base, &cache_opts(cache.path())).await.unwrap();
+    let p = pull(&base, &cache_opts(cache.path())).await;
     assert_eq!(p.wasm, wasm);
     assert!(
         !p.from_cache,
@@ -569,16 +568,7 @@ async fn blob_corrupted_in_registry_storage_is_a_digest_mismatch() {
     };
     let base = repo(&reg, "corrupt");
     let wasm = module(&format!("corrupt-{}", unique()));
-    push_module(
-        &wasm,
-        &base,
-        &PushOptions {
-            format: ModuleFormat::Kubewarden,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    push(&wasm, &base, &as_format(ModuleFormat::Kubewarden)).await;
     let hex = hex_sha(&wasm);
     let data = PathBuf::from(dir)
         .join("docker/registry/v2/blobs/sha256")
@@ -590,9 +580,7 @@ async fn blob_corrupted_in_registry_storage_is_a_digest_mismatch() {
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     std::fs::write(&data, &bad).unwrap();
-    let err = pull_module(&base, &PullOptions::default())
-        .await
-        .unwrap_err();
+    let err = pull_err(&base, &PullOptions::default()).await;
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&hex), "{err}");
 }
@@ -617,9 +605,7 @@ async fn wrong_media_type_is_rejected_with_accepted_list() {
         }),
     )
     .await;
-    let err = pull_module(&format!("{base}:v1"), &PullOptions::default())
-        .await
-        .unwrap_err();
+    let err = pull_err(&format!("{base}:v1"), &PullOptions::default()).await;
     assert!(matches!(err, OciError::WrongMediaType { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -638,9 +624,7 @@ async fn size_caps_name_the_cap_and_the_flag() {
     let Some(reg) = registry() else { return };
     let base = repo(&reg, "caps");
     let wasm = module("caps");
-    push_module(&wasm, &base, &PushOptions::default())
-        .await
-        .unwrap();
+    push(&wasm, &base, &PushOptions::default()).await;
     let cases = [
         (
             PullOptions {
@@ -668,16 +652,14 @@ async fn size_caps_name_the_cap_and_the_flag() {
         ),
     ];
     for (opts, flag, limit) in cases {
-        let err = pull_module(&base, &opts).await.unwrap_err();
+        let err = pull_err(&base, &opts).await;
         assert!(
             matches!(err, OciError::TooLarge { limit: l, .. } if l == limit),
             "{err}"
         );
         assert!(err.to_string().contains(flag), "{err}");
     }
-    let err = pull_module(&format!("{base}:nope"), &PullOptions::default())
-        .await
-        .unwrap_err();
+    let err = pull_err(&format!("{base}:nope"), &PullOptions::default()).await;
     assert!(matches!(err, OciError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains(":nope"), "{err}");
 }
@@ -688,12 +670,11 @@ async fn unreachable_registry_names_host_and_port() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = pull_module(
+    let err = pull_err(
         &format!("oci://127.0.0.1:{port}/x/y:v1"),
         &PullOptions::default(),
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(matches!(err, OciError::Unreachable { .. }), "{err}");
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
@@ -742,18 +723,14 @@ async fn docker_config_basic_auth_and_credential_helper() {
         std::fs::write(cfg.path().join("config.json"), v.to_string()).unwrap()
     };
     write(serde_json::json!({"auths": {reg.clone(): {"auth": b64(format!("{user}:{pass}"))}}}));
-    let pushed = push_module(&wasm, &base, &PushOptions::default())
-        .await
-        .unwrap();
-    let p = pull_module(&base, &PullOptions::default()).await.unwrap();
+    let pushed = push(&wasm, &base, &PushOptions::default()).await;
+    let p = pull(&base, &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
     assert_eq!(p.resolved, pushed.reference);
 
     // wrong password
     write(serde_json::json!({"auths": {reg.clone(): {"auth": b64(format!("{user}:wrong"))}}}));
-    let err = pull_module(&base, &PullOptions::default())
-        .await
-        .unwrap_err();
+    let err = pull_err(&base, &PullOptions::default()).await;
     assert!(matches!(err, OciError::AuthFailed { .. }), "{err}");
     assert!(err.to_string().contains(&reg), "{err}");
 
@@ -775,7 +752,7 @@ async fn docker_config_basic_auth_and_credential_helper() {
     );
     unsafe { std::env::set_var("PATH", path) };
     write(serde_json::json!({"credHelpers": {reg.clone(): "hoisttest"}}));
-    let p = pull_module(&base, &PullOptions::default()).await.unwrap();
+    let p = pull(&base, &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
 }
 
@@ -898,12 +875,11 @@ fn misbehaving_registry(mode: Misbehave) -> String {
 #[tokio::test]
 async fn server_serving_a_wrong_blob_is_a_digest_mismatch() {
     let addr = misbehaving_registry(Misbehave::BadBlob);
-    let err = pull_module(
+    let err = pull_err(
         &format!("oci://{addr}/fake/module:v1"),
         &PullOptions::default(),
     )
-    .await
-    .unwrap_err();
+    .await;
     let want = format!("sha256:{}", hex_sha(b"\0asm\x01\0\0\0"));
     assert!(
         matches!(&err, OciError::DigestMismatch { expected, .. } if *expected == want),
@@ -914,24 +890,22 @@ async fn server_serving_a_wrong_blob_is_a_digest_mismatch() {
 #[tokio::test]
 async fn manifest_not_matching_its_digest_is_rejected() {
     let addr = misbehaving_registry(Misbehave::WrongManifestDigest);
-    let err = pull_module(
+    let err = pull_err(
         &format!("oci://{addr}/fake/module:v1"),
         &PullOptions::default(),
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn endless_manifest_is_cut_at_the_cap() {
     let addr = misbehaving_registry(Misbehave::EndlessManifest);
-    let err = pull_module(
+    let err = pull_err(
         &format!("oci://{addr}/fake/module:v1"),
         &PullOptions::default(),
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(
         matches!(err, OciError::TooLarge { limit, .. } if limit == hoist_oci::DEFAULT_MAX_MANIFEST_BYTES),
         "{err}"
@@ -969,9 +943,7 @@ async fn yoke_stow_then_hoist_pull_and_hoist_push_then_yoke_takeoff() {
         .args(["stow", "--insecure"])
         .arg(&file)
         .arg(format!("{base}:v1")));
-    let p = pull_module(&format!("{base}:v1"), &PullOptions::default())
-        .await
-        .unwrap();
+    let p = pull(&format!("{base}:v1"), &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
     assert_eq!(p.format, ModuleFormat::Yoke);
     let mut tags = raw_tags(&base).await;
@@ -987,9 +959,7 @@ async fn yoke_stow_then_hoist_pull_and_hoist_push_then_yoke_takeoff() {
 
     let wasm2 = module("from-hoist");
     let base2 = repo(&reg, "hoist-to-yoke");
-    push_module(&wasm2, &format!("{base2}:v2"), &PushOptions::default())
-        .await
-        .unwrap();
+    push(&wasm2, &format!("{base2}:v2"), &PushOptions::default()).await;
     // yoke builds a Kubernetes client even for --stdout; give it one that is never contacted.
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -1013,7 +983,7 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
     };
     let wasm = module("crane");
     let base = repo(&reg, "crane-kpt");
-    push_module(
+    push(
         &wasm,
         &format!("{base}:v1"),
         &PushOptions {
@@ -1022,8 +992,7 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let manifest = run(Command::new(&crane)
         .args(["manifest", "--insecure"])
         .arg(format!("{}:v1", strip(&base))));
@@ -1048,16 +1017,12 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
     assert_eq!(found.as_deref(), Some(&wasm[..]));
 
     let base = repo(&reg, "crane-kw");
-    let pushed = push_module(
+    let pushed = push(
         &wasm,
         &format!("{base}:v1"),
-        &PushOptions {
-            format: ModuleFormat::Kubewarden,
-            ..Default::default()
-        },
+        &as_format(ModuleFormat::Kubewarden),
     )
-    .await
-    .unwrap();
+    .await;
     let manifest = run(Command::new(&crane)
         .args(["manifest", "--insecure"])
         .arg(format!("{}:v1", strip(&base))));
@@ -1078,9 +1043,7 @@ async fn crane_reads_hoist_kpt_and_kubewarden_artifacts() {
     // Yoke's format read the way yoke's own pull does (go-containerregistry): config media
     // type, the first application/vnd.yoke.wasm.gzip layer, gunzipped.
     let base = repo(&reg, "crane-yoke");
-    push_module(&wasm, &format!("{base}:v1"), &PushOptions::default())
-        .await
-        .unwrap();
+    push(&wasm, &format!("{base}:v1"), &PushOptions::default()).await;
     let manifest = run(Command::new(&crane)
         .args(["manifest", "--insecure"])
         .arg(format!("{}:latest", strip(&base))));
@@ -1152,9 +1115,7 @@ async fn yoke_format_interop_with_go_containerregistry() {
         .arg("stow")
         .arg(&file)
         .arg(format!("{}:v1", strip(&base))));
-    let p = pull_module(&format!("{base}:v1"), &PullOptions::default())
-        .await
-        .unwrap();
+    let p = pull(&format!("{base}:v1"), &PullOptions::default()).await;
     assert_eq!(p.wasm, wasm);
     assert_eq!(p.format, ModuleFormat::Yoke);
     assert_eq!(p.resolved, digest_ref.trim());
@@ -1165,9 +1126,7 @@ async fn yoke_format_interop_with_go_containerregistry() {
     );
     // hoist's push of the same module yields the same tag set
     let base2 = repo(&reg, "hoist-stow");
-    let pushed = push_module(&wasm, &format!("{base2}:v1"), &PushOptions::default())
-        .await
-        .unwrap();
+    let pushed = push(&wasm, &format!("{base2}:v1"), &PushOptions::default()).await;
     assert_eq!(pushed.tags, raw_tags(&base).await);
 
     // pushed by hoist, pulled the way yoke pulls
@@ -1182,12 +1141,11 @@ async fn yoke_format_interop_with_go_containerregistry() {
 #[tokio::test]
 async fn registry_without_head_support_is_resolved_with_get() {
     let addr = misbehaving_registry(Misbehave::NoHead);
-    let p = pull_module(
+    let p = pull(
         &format!("oci://{addr}/fake/module:v1"),
         &PullOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(p.wasm, b"\0asm\x01\0\0\0");
     assert_eq!(p.format, ModuleFormat::Kubewarden);
 }
@@ -1197,7 +1155,7 @@ async fn tags_are_listed_and_any_manifest_and_blob_can_be_fetched() {
     let Some(reg) = registry() else { return };
     let wasm = module("list-tags");
     let base = repo(&reg, "tags");
-    let pushed = push_module(
+    let pushed = push(
         &wasm,
         &format!("{base}:v1.2.3"),
         &PushOptions {
@@ -1206,8 +1164,7 @@ async fn tags_are_listed_and_any_manifest_and_blob_can_be_fetched() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let mut tags = hoist_oci::list_tags(&format!("{base}:ignored"), &PullOptions::default())
         .await
         .unwrap();
