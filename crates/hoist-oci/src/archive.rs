@@ -24,7 +24,11 @@ impl<R: Read> Read for Capped<R> {
         let want = buf
             .len()
             .min(usize::try_from(self.remaining.saturating_add(1)).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
+        let chunk = match buf.get_mut(..want) {
+            Some(chunk) => chunk,
+            None => buf, // `want` is at most `buf.len()`
+        };
+        let n = self.inner.read(chunk)?;
         if n as u64 > self.remaining {
             self.exceeded = true;
             return Err(io::Error::other("decompressed size cap exceeded"));

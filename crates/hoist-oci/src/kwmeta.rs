@@ -21,12 +21,11 @@ fn leb128_u32(data: &[u8], pos: &mut usize) -> Option<u32> {
 /// The payload of the first custom section called `name`, if the module is well-formed up
 /// to it. Every offset is bounds-checked: a malformed module yields `None`, never a panic.
 pub fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+    if wasm.len() < 8 || !wasm.starts_with(b"\0asm") {
         return None;
     }
     let mut pos = 8;
-    while pos < wasm.len() {
-        let id = wasm[pos];
+    while let Some(&id) = wasm.get(pos) {
         pos += 1;
         let size = leb128_u32(wasm, &mut pos)? as usize;
         let end = pos.checked_add(size)?;

@@ -10,6 +10,11 @@
 //! plain http; others over https unless `insecure`. Credentials come from the docker config
 //! (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `auths` and credential helpers).
 #![warn(missing_docs)]
+// Issue 11: no panics on input a user, module or registry controls (tests may unwrap).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod archive;
 mod cache;
@@ -452,6 +457,14 @@ async fn fetch_kpt_layers(
     })
 }
 
+/// Sets a manifest's `annotations` (the manifests built here are always JSON objects; indexing
+/// a `Value` that is not one would panic, so this never indexes).
+fn set_annotations(manifest: &mut serde_json::Value, annotations: serde_json::Value) {
+    if let Some(object) = manifest.as_object_mut() {
+        object.insert("annotations".to_string(), annotations);
+    }
+}
+
 /// Pushes a module to `reference` (`oci://REGISTRY/REPO[:TAG]`, tag `latest` by default).
 ///
 /// - Yoke: OCI manifest with config `application/vnd.yoke.config.v1+json` and one gzipped
@@ -513,7 +526,7 @@ pub async fn push_module(wasm: &[u8], reference: &str, opts: &PushOptions) -> Re
                 "layers": [{"mediaType": YOKE_WASM_GZIP, "digest": layer_digest, "size": gz.len()}],
             });
             if let Some(a) = &annotations {
-                manifest["annotations"] = json!(a);
+                set_annotations(&mut manifest, json!(a));
             }
             let body = serde_json::to_vec(&manifest).unwrap_or_default();
             put_at_tags(&reg, &primary, &tags, OCI_MANIFEST, &body).await?
@@ -532,7 +545,7 @@ pub async fn push_module(wasm: &[u8], reference: &str, opts: &PushOptions) -> Re
             let mut all = kubewarden_annotations(wasm);
             all.extend(opts.annotations.clone());
             if !all.is_empty() {
-                manifest["annotations"] = json!(all);
+                set_annotations(&mut manifest, json!(all));
             }
             let body = serde_json::to_vec(&manifest).unwrap_or_default();
             put_at_tags(&reg, &primary, &tags, OCI_MANIFEST, &body).await?
@@ -566,7 +579,7 @@ pub async fn push_module(wasm: &[u8], reference: &str, opts: &PushOptions) -> Re
                 "layers": [{"mediaType": DOCKER_LAYER_TAR_GZIP, "digest": layer_digest, "size": gz.len()}],
             });
             if let Some(a) = &annotations {
-                manifest["annotations"] = json!(a);
+                set_annotations(&mut manifest, json!(a));
             }
             let body = serde_json::to_vec(&manifest).unwrap_or_default();
             let image_digest = sha256_digest(&body);
@@ -638,8 +651,13 @@ async fn merged_index(
             })?;
         if let Some(list) = doc.get("manifests").and_then(|m| m.as_array()) {
             for m in list {
-                let p = &m["platform"];
-                let is_js_wasm = p["os"] == "js" && p["architecture"] == "wasm";
+                let platform = |key: &str| {
+                    m.get("platform")
+                        .and_then(|p| p.get(key))
+                        .and_then(|v| v.as_str())
+                };
+                let is_js_wasm =
+                    platform("os") == Some("js") && platform("architecture") == Some("wasm");
                 if !is_js_wasm {
                     manifests.push(m.clone());
                 }

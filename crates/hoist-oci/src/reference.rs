@@ -167,10 +167,10 @@ fn validate_registry(r: &str) -> std::result::Result<(), String> {
         {
             return Err(format!("registry '{r}' is not a valid IPv6 address"));
         }
-        match after {
-            "" => (h, None),
-            p if p.starts_with(':') => (h, Some(&p[1..])),
-            _ => return Err(format!("registry '{r}' has junk after ']'")),
+        match after.strip_prefix(':') {
+            _ if after.is_empty() => (h, None),
+            Some(port) => (h, Some(port)),
+            None => return Err(format!("registry '{r}' has junk after ']'")),
         }
     } else {
         match r.split_once(':') {
@@ -239,21 +239,14 @@ fn validate_repository(repo: &str) -> std::result::Result<(), String> {
             ));
         }
         // Separators: '.', '_', '__' or any run of '-'; never mixed.
-        let mut i = 0;
-        while i < bytes.len() {
-            if !alnum(bytes[i]) {
-                let start = i;
-                while i < bytes.len() && !alnum(bytes[i]) {
-                    i += 1;
-                }
-                let sep = &comp[start..i];
-                if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-')) {
-                    return Err(format!(
-                        "repository component '{comp}' has an invalid separator '{sep}'"
-                    ));
-                }
-            } else {
-                i += 1;
+        let separators = comp
+            .split(|c: char| c.is_ascii() && alnum(c as u8))
+            .filter(|sep| !sep.is_empty());
+        for sep in separators {
+            if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-')) {
+                return Err(format!(
+                    "repository component '{comp}' has an invalid separator '{sep}'"
+                ));
             }
         }
     }

@@ -129,7 +129,7 @@ impl AllowList {
         let normalised = normalize_url(url)?;
         let matches = self.set.matches(normalised.as_str());
         match matches.first() {
-            Some(i) => Ok(Some(self.patterns[*i].as_str())),
+            Some(i) => Ok(self.patterns.get(*i).map(String::as_str)),
             None => Err(AllowError::NotAllowed {
                 url: normalised,
                 patterns: self.patterns.clone(),
@@ -200,8 +200,8 @@ pub fn normalize_url(url: &str) -> Result<String, AllowError> {
             "it has a query (?...), which allow lists do not accept: use a plain URL",
         ));
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+    let (authority, path) = match rest.find('/').and_then(|i| rest.split_at_checked(i)) {
+        Some(parts) => parts,
         None => (rest, ""),
     };
     let host = normalize_authority(&scheme, authority).map_err(|r| url_err(url, r))?;
@@ -221,8 +221,7 @@ fn normalize_authority(scheme: &str, authority: &str) -> Result<String, String> 
     }
     let authority = authority.to_ascii_lowercase();
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let end = rest.find(']').ok_or("unterminated [IPv6] host")?;
-        let host = &rest[..end];
+        let (host, after) = rest.split_once(']').ok_or("unterminated [IPv6] host")?;
         if host.is_empty()
             || !host
                 .chars()
@@ -230,7 +229,6 @@ fn normalize_authority(scheme: &str, authority: &str) -> Result<String, String> 
         {
             return Err("invalid [IPv6] host".into());
         }
-        let after = &rest[end + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
@@ -303,9 +301,9 @@ fn decode_segment(segment: &str) -> Result<String, String> {
     let bytes = segment.as_bytes();
     let mut out = String::with_capacity(segment.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
-            out.push(char::from(bytes[i]));
+    while let Some(&byte) = bytes.get(i) {
+        if byte != b'%' {
+            out.push(char::from(byte));
             i += 1;
             continue;
         }
@@ -351,8 +349,8 @@ fn normalize_pattern(pattern: &str) -> Result<String, AllowError> {
     let (scheme, rest) = split_scheme(pattern).ok_or_else(|| {
         bad("an allow-list pattern is a whole URL glob such as oci://ghcr.io/org/* or https://example.com/modules/*")
     })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+    let (authority, path) = match rest.find('/').and_then(|i| rest.split_at_checked(i)) {
+        Some(parts) => parts,
         None => (rest, ""),
     };
     let mut path = path.to_string();

@@ -122,8 +122,7 @@ pub fn infer_from_location(location: &str) -> Option<Sha256Digest> {
     let hex = if let Some(rest) = stem.strip_prefix("sha256_") {
         rest
     } else {
-        let at = stem.find("_sha256_")?;
-        &stem[at + "_sha256_".len()..]
+        stem.split_once("_sha256_")?.1
     };
     let hex = hex.get(..64)?;
     Sha256Digest::from_hex(hex).ok()

@@ -8,6 +8,11 @@
 //! - [`allow`]: module allow lists (globs over whole URLs, `*` within one `/` segment).
 //! - [`pin`]: which module URLs are pinnable across release revisions.
 #![warn(missing_docs)]
+// Issue 11: no panics on input a user, module or registry controls (tests may unwrap).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod allow;
 pub mod checksum;

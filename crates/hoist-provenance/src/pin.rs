@@ -32,9 +32,8 @@ pub fn is_pinnable(url: &str) -> bool {
         "file" => false,
         "http" | "https" => true,
         "oci" => {
-            let path = match rest.find('/') {
-                Some(i) => &rest[i..],
-                None => return false,
+            let Some(path) = rest.find('/').and_then(|i| rest.get(i..)) else {
+                return false;
             };
             if path.contains('@') {
                 return true; // pinned by digest: immutable by construction

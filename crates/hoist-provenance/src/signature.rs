@@ -186,9 +186,17 @@ pub fn strip_signature(module: &[u8]) -> Result<Stripped<'_>, SignatureError> {
             signature_data: None,
         },
         Some((range, data)) => {
-            let mut unsigned = Vec::with_capacity(module.len() - range.len());
-            unsigned.extend_from_slice(&module[..range.start]);
-            unsigned.extend_from_slice(&module[range.end..]);
+            // `scan` returns ranges inside the module; checked anyway, never trusted.
+            let (Some(before), Some(after)) = (module.get(..range.start), module.get(range.end..))
+            else {
+                return Err(SignatureError::MalformedSection(format!(
+                    "the signature section's range {range:?} lies outside the {}-byte module",
+                    module.len()
+                )));
+            };
+            let mut unsigned = Vec::with_capacity(before.len() + after.len());
+            unsigned.extend_from_slice(before);
+            unsigned.extend_from_slice(after);
             Stripped {
                 unsigned,
                 signature_data: Some(data),

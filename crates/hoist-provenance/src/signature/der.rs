@@ -174,20 +174,29 @@ pub(crate) fn parse_pem(text: &[u8]) -> Result<Vec<PemBlock>, String> {
     let mut blocks = Vec::new();
     let mut rest = text;
     while let Some(start) = find(rest, BEGIN) {
-        let after_begin = &rest[start + BEGIN.len()..];
+        let after_begin = rest
+            .get(start + BEGIN.len()..)
+            .ok_or("unterminated PEM BEGIN line")?;
         let label_end = find(after_begin, DASHES).ok_or("unterminated PEM BEGIN line")?;
-        let label = &after_begin[..label_end];
+        let (label, after_label) = after_begin
+            .split_at_checked(label_end)
+            .ok_or("unterminated PEM BEGIN line")?;
         if label.contains(&b'\n') {
             return Err("malformed PEM BEGIN line".into());
         }
         let label = std::str::from_utf8(label)
             .map_err(|_| "PEM label is not UTF-8".to_string())?
             .to_string();
-        let body_start = &after_begin[label_end + DASHES.len()..];
+        let body_start = after_label
+            .get(DASHES.len()..)
+            .ok_or("unterminated PEM BEGIN line")?;
         let end_marker = format!("-----END {label}-----");
-        let body_len = find(body_start, end_marker.as_bytes())
-            .ok_or_else(|| format!("PEM block {label:?} has no matching END line"))?;
-        let body = &body_start[..body_len];
+        let missing_end = || format!("PEM block {label:?} has no matching END line");
+        let body_len = find(body_start, end_marker.as_bytes()).ok_or_else(missing_end)?;
+        let (body, after_body) = body_start
+            .split_at_checked(body_len)
+            .ok_or_else(missing_end)?;
+        let next = after_body.get(end_marker.len()..).ok_or_else(missing_end)?;
         let mut b64 = Vec::with_capacity(body.len());
         let mut has_headers = false;
         for line in body.split(|b| *b == b'\n') {
@@ -205,7 +214,7 @@ pub(crate) fn parse_pem(text: &[u8]) -> Result<Vec<PemBlock>, String> {
             der,
             has_headers,
         });
-        rest = &body_start[body_len + end_marker.len()..];
+        rest = next;
     }
     Ok(blocks)
 }

@@ -453,10 +453,7 @@ fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
     let seq = outer.read(der::TAG_SEQUENCE, "RSAPublicKey").ok()?;
     let mut r = der::Reader::new(seq);
     let n = r.read(der::TAG_INTEGER, "modulus").ok()?;
-    let n = match n.iter().position(|b| *b != 0) {
-        Some(i) => &n[i..],
-        None => return None,
-    };
+    let n = n.get(n.iter().position(|b| *b != 0)?..)?;
     let top = n.first()?;
     Some((n.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
 }

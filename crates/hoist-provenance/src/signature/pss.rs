@@ -22,6 +22,9 @@ const MAX_SALT: usize = 8192 / 8 - HASH_LEN - 2;
 /// One verification algorithm per salt length 0..=MAX_SALT.
 static BY_SALT: [RsaParameters; MAX_SALT + 1] = build_table();
 
+// Evaluated at compile time (a `static` initialiser): an out-of-bounds index would fail the
+// build, never panic at run time, and `i <= MAX_SALT` is exactly the array's bound.
+#[allow(clippy::indexing_slicing)]
 const fn build_table() -> [RsaParameters; MAX_SALT + 1] {
     let mut table = [const { RSA_PSS_2048_8192_SHA256 }; MAX_SALT + 1];
     let mut i = 0;
@@ -44,9 +47,11 @@ pub(crate) fn max_salt_len(bits: usize) -> usize {
 pub(crate) fn verify(spki: &[u8], bits: usize, digest: &Digest, signature: &[u8]) -> bool {
     let max = max_salt_len(bits).min(MAX_SALT);
     let try_len = |salt: usize| {
-        UnparsedPublicKey::new(&BY_SALT[salt], spki)
-            .verify_digest(digest, signature)
-            .is_ok()
+        BY_SALT.get(salt).is_some_and(|params| {
+            UnparsedPublicKey::new(params, spki)
+                .verify_digest(digest, signature)
+                .is_ok()
+        })
     };
     if try_len(max) || (HASH_LEN <= max && try_len(HASH_LEN)) {
         return true;

@@ -100,24 +100,26 @@ pub fn scan(module: &[u8]) -> Result<Vec<Section<'_>>, SectionError> {
     check_preamble(module)?;
     let mut sections = Vec::new();
     let mut offset = PREAMBLE_LEN;
-    while offset < module.len() {
+    while let Some(&id) = module.get(offset) {
         let start = offset;
-        let id = module[offset];
         offset += 1;
         let (size, after_size) = read_u32(module, offset, "section size")?;
-        let remaining = module.len() - after_size;
+        let remaining = module.len().saturating_sub(after_size);
         let size_usize = usize::try_from(size).unwrap_or(usize::MAX);
+        let past_end = SectionError::SectionPastEnd {
+            id,
+            offset: start,
+            size,
+            remaining,
+        };
         if size_usize > remaining {
-            return Err(SectionError::SectionPastEnd {
-                id,
-                offset: start,
-                size,
-                remaining,
-            });
+            return Err(past_end);
         }
         let end = after_size + size_usize;
+        let Some(payload) = module.get(after_size..end) else {
+            return Err(past_end);
+        };
         let custom = if id == 0 {
-            let payload = &module[after_size..end];
             let (name_len, after_name_len) = read_u32(payload, 0, "custom section name length")
                 .map_err(|e| match e {
                     SectionError::Truncated { what, .. } => SectionError::Truncated {
@@ -131,14 +133,11 @@ pub fn scan(module: &[u8]) -> Result<Vec<Section<'_>>, SectionError> {
                     other => other,
                 })?;
             let name_len = usize::try_from(name_len).unwrap_or(usize::MAX);
-            if name_len > payload.len() - after_name_len {
-                return Err(SectionError::NamePastSection { offset: start });
-            }
-            let name_end = after_name_len + name_len;
-            Some(CustomSection {
-                name: &payload[after_name_len..name_end],
-                data: &payload[name_end..],
-            })
+            let (name, data) = payload
+                .get(after_name_len..)
+                .and_then(|rest| rest.split_at_checked(name_len))
+                .ok_or(SectionError::NamePastSection { offset: start })?;
+            Some(CustomSection { name, data })
         } else {
             None
         };
@@ -154,7 +153,7 @@ pub fn scan(module: &[u8]) -> Result<Vec<Section<'_>>, SectionError> {
 
 /// Checks the 8-byte preamble.
 pub fn check_preamble(module: &[u8]) -> Result<(), SectionError> {
-    if module.len() < 4 || module[..4] != MAGIC {
+    if module.get(..4) != Some(MAGIC.as_slice()) {
         return Err(SectionError::NotWasm);
     }
     let Some(version) = module.get(4..PREAMBLE_LEN) else {
