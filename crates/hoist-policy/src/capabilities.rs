@@ -133,9 +133,13 @@ fn yaml_key(key: &str) -> String {
 fn yaml_scalar(value: &Value) -> String {
     match value {
         Value::String(s) => {
+            // As serde_yaml (kwctl) writes them: image references such as
+            // `127.0.0.1:5000/a@sha256:..` stay plain (a ':' not followed by a space is text).
             let plain = !s.is_empty()
                 && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=,".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@".contains(c))
+                && !s.starts_with([':', '@'])
+                && !s.ends_with(':')
                 && !matches!(s.as_str(), "null" | "true" | "false" | "~" | "yes" | "no")
                 && s.parse::<f64>().is_err();
             if plain { s.clone() } else { value.to_string() }

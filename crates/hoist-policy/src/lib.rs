@@ -9,6 +9,8 @@
 //! - [`capabilities`]: host calls (`kubernetes`, `oci`, `net`, `crypto`, `tracing`) and kwctl's
 //!   record/replay session files; [`kube::KubeBackend`] answers Kubernetes calls from a
 //!   real API server.
+//! - [`registry`]: the `oci` capability (manifest digest, manifest, manifest and config)
+//!   through hoist's registry client; Sigstore verification is refused by name.
 //! - [`gate`]: policies from `--policy`/`--policies` evaluated on a release's objects before
 //!   they are applied (mutations, rejections, the revision record).
 //! - OPA's Wasm ABI and the Rego builtins live in `opa` and [`builtins`].
@@ -22,6 +24,7 @@ pub mod gate;
 pub mod kube;
 pub mod metadata;
 mod opa;
+pub mod registry;
 pub mod response;
 pub mod services;
 mod wapc;

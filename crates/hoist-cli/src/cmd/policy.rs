@@ -370,7 +370,8 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
         } else {
             Arc::new(NoBackend)
         };
-    // Certificates are verified and DNS answered locally (unless a session is replayed).
+    // Certificates are verified and DNS answered locally, OCI manifests come from the
+    // registries (unless a session is replayed).
     let base: Arc<dyn CapabilityBackend> = if replayer.is_some() {
         base
     } else {
@@ -380,7 +381,19 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
                 hoist_policy::services::parse_dns_answer(answer).map_err(anyhow::Error::msg)?;
             dns.entry(host).or_insert_with(Vec::new).extend(ips);
         }
-        Arc::new(hoist_policy::services::LocalServices::new(dns, base))
+        // Registry questions (`oci`) go to the registries through hoist's client.
+        let oci = hoist_policy::registry::OciBackend::new(
+            hoist_oci::PullOptions {
+                insecure: eval.source.insecure,
+                offline: eval.source.offline,
+                ..Default::default()
+            },
+            base,
+        )?;
+        Arc::new(hoist_policy::services::LocalServices::new(
+            dns,
+            Arc::new(oci),
+        ))
     };
     let (backend, recorder): (Arc<dyn CapabilityBackend>, _) =
         match &eval.record_host_capabilities_interactions {
