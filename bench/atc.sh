@@ -12,6 +12,8 @@
 #   HOIST_BIN     hoist binary [target/release/hoist]
 #   N             instances [200]
 #   CONCURRENCY   the controller's --concurrency [number of CPUs]
+#   CLIENTS       parallel `kubectl apply` processes creating the instances [1: one apply of
+#                 all N, so the N admissions run one after another]
 #   HOIST_ATC_TEST_FLIGHT  the flight [built by scripts/test.d/atc.sh]
 #   BENCH_OUT     scratch and results [bench-out/atc]
 set -euo pipefail
@@ -96,15 +98,21 @@ spec:
 EOF
 k apply --server-side -f "$BENCH_OUT/airway.yaml" >/dev/null
 k wait --for=condition=Ready --timeout=120s "airway/backends.$group" >/dev/null
-: >"$BENCH_OUT/instances.yaml"
+CLIENTS="${CLIENTS:-1}"
+rm -f "$BENCH_OUT"/instances-*.yaml
 for i in $(seq 1 "$N"); do
   printf -- '---\napiVersion: %s/v1\nkind: Backend\nmetadata: {name: b%d, namespace: default}\nspec: {data: {i: "%d"}, replicas: 1}\n' \
-    "$group" "$i" "$i" >>"$BENCH_OUT/instances.yaml"
+    "$group" "$i" "$i" >>"$BENCH_OUT/instances-$((i % CLIENTS)).yaml"
 done
 
-log "creating $N instances"
+log "creating $N instances ($CLIENTS client(s))"
 start=$(date +%s.%N)
-k apply --server-side -f "$BENCH_OUT/instances.yaml" >/dev/null
+pids=()
+for f in "$BENCH_OUT"/instances-*.yaml; do
+  k apply --server-side -f "$f" >/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
 created=$(date +%s.%N)
 ready=0
 while :; do
@@ -120,19 +128,21 @@ rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$atc_pid/status")
 reconciles=$(printf '%s\n' "$metrics" | awk -F'} ' '/^hoist_atc_reconciles_total\{kind="Instance"\}/ {print $2}')
 seconds=$(printf '%s\n' "$metrics" | awk -F'} ' '/^hoist_atc_reconcile_seconds_total\{kind="Instance"\}/ {print $2}')
 
-python3 - "$N" "$start" "$created" "$done_at" "$rss_kb" "${reconciles:-0}" "${seconds:-0}" <<'EOF'
+python3 - "$N" "$start" "$created" "$done_at" "$rss_kb" "${reconciles:-0}" "${seconds:-0}" "$CLIENTS" <<'EOF'
 import os, sys
-n, start, created, done, rss_kb, reconciles, seconds = sys.argv[1:]
+n, start, created, done, rss_kb, reconciles, seconds, clients = sys.argv[1:]
 n = int(n); start, created, done = float(start), float(created), float(done)
 reconciles = int(float(reconciles)); seconds = float(seconds)
 total = done - start
 print(f"| measure | value |")
 print(f"|---|---|")
 print(f"| instances | {n} |")
+print(f"| clients creating them | {clients} |")
 print(f"| create all ({n} admissions with dry-run takeoff) | {created - start:.1f} s |")
 print(f"| create to all Ready | {total:.1f} s |")
 print(f"| Ready instances per second | {n / total:.1f} |")
 print(f"| instance reconciles run | {reconciles} |")
+print(f"| reconcile throughput | {reconciles / total:.1f} reconciles/s |")
 print(f"| mean reconcile time | {1000 * seconds / max(reconciles, 1):.0f} ms |")
 print(f"| controller peak RSS | {int(rss_kb) / 1024:.0f} MB |")
 print(f"| machine | {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB |")

@@ -1,3 +1,3 @@
 module hoist.test/atc
 
-go 1.22
+go 1.24

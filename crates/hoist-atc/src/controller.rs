@@ -127,6 +127,8 @@ pub struct Atc {
     pub metrics: Metrics,
     /// Instances as the child and external-object webhooks see them.
     pub tracker: crate::track::Tracker,
+    /// Whether this replica holds the leader Lease (always, without leader election).
+    leading: std::sync::atomic::AtomicBool,
     airways: Mutex<HashMap<String, AirwayRuntime>>,
     attempts: Mutex<HashMap<String, u32>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
@@ -154,10 +156,26 @@ impl Atc {
             concurrency: concurrency.max(1),
             metrics: Metrics::default(),
             tracker: crate::track::Tracker::default(),
+            leading: std::sync::atomic::AtomicBool::new(true),
             airways: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether this replica reconciles now (holds the leader Lease, or runs without leader
+    /// election).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether this replica leads (also the `hoist_atc_leader` gauge).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading
+            .store(leading, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .leader
+            .store(i64::from(leading), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn client(&self) -> kube::Client {
@@ -973,9 +991,8 @@ async fn reconcile_instance_inner(
         return Ok(Action::await_change());
     }
 
-    if add_finalizer(&api, instance, FLIGHT_FINALIZER).await? {
-        return Ok(Action::await_change());
-    }
+    // The finalizer and the owner reference to the Airway, in one write (Yoke makes two;
+    // the next reconcile comes from the update either way).
     let airway_uid = ctx
         .airway
         .pointer("/metadata/uid")
@@ -985,19 +1002,40 @@ async fn reconcile_instance_inner(
         .owner_references()
         .iter()
         .any(|o| o.uid == airway_uid);
-    if !owned {
-        let mut owners: Vec<Value> = instance
-            .owner_references()
-            .iter()
-            .filter_map(|o| serde_json::to_value(o).ok())
-            .collect();
-        owners.push(owner_reference(&ctx.airway, "Airway"));
-        let patch = json!({"metadata": {"ownerReferences": owners, "resourceVersion": instance.resource_version()}});
+    let finalized = instance.finalizers().iter().any(|f| f == FLIGHT_FINALIZER);
+    if !owned || !finalized {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("resourceVersion".into(), json!(instance.resource_version()));
+        if !finalized {
+            let mut finalizers = instance.finalizers().to_vec();
+            finalizers.push(FLIGHT_FINALIZER.to_string());
+            metadata.insert("finalizers".into(), json!(finalizers));
+        }
+        if !owned {
+            let mut owners: Vec<Value> = instance
+                .owner_references()
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect();
+            owners.push(owner_reference(&ctx.airway, "Airway"));
+            metadata.insert("ownerReferences".into(), json!(owners));
+        }
         let params = PatchParams {
             field_manager: Some(STATUS_MANAGER.into()),
             ..Default::default()
         };
-        api.patch(&name, &params, &Patch::Merge(&patch)).await?;
+        match api
+            .patch(&name, &params, &Patch::Merge(&json!({"metadata": metadata})))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(ReconcileError::new(format!(
+                    "adding the finalizer and owner of {name}: {e}"
+                )));
+            }
+        }
         return Ok(Action::await_change());
     }
 

@@ -11,7 +11,7 @@ use hoist_resources::Stages;
 use hoist_runtime::host::ClusterAccess;
 use hoist_runtime::{FlightError, FlightSpec, StderrMode};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Largest flight stdout accepted (Yoke has no cap; 64 MiB as the CLI).
@@ -115,6 +115,10 @@ pub struct Applied {
     pub outcome: TakeoffOutcome,
     /// The module's URL and digests.
     pub source: Source,
+    /// Objects a dry run could not send to the API server because their kind is defined by
+    /// a CRD of an earlier stage of the same flight, not served yet (Yoke #226): checked
+    /// against that CRD instead (`Kind ns/name`).
+    pub deferred: Vec<String>,
 }
 
 /// Runs the flight of `request` and returns its raw stdout (or the flight error, with any
@@ -333,6 +337,11 @@ async fn take_off(
     source: Source,
 ) -> Result<Applied, DeployError> {
     check_pin(conn, request, &source).await?;
+    let (stages, deferred) = if request.dry_run {
+        defer_unserved_kinds(conn, stages).await?
+    } else {
+        (stages, Vec::new())
+    };
     let mut stages = hoist_release::prepare_stages(
         conn,
         stages,
@@ -358,7 +367,124 @@ async fn take_off(
         stages,
         outcome,
         source,
+        deferred,
     })
+}
+
+/// The kinds the CRDs of a flight define: `(group, kind)` to the versions they serve and
+/// the CRD's name.
+fn flight_crd_kinds(stages: &Stages) -> HashMap<(String, String), (Vec<String>, String)> {
+    let mut kinds = HashMap::new();
+    for crd in stages.iter().filter(|r| r.is_crd()) {
+        let spec = crd.as_map().get("spec");
+        let group = spec.and_then(|s| s.get("group")).and_then(Value::as_str);
+        let kind = spec
+            .and_then(|s| s.pointer("/names/kind"))
+            .and_then(Value::as_str);
+        let (Some(group), Some(kind)) = (group, kind) else {
+            continue;
+        };
+        let served = spec
+            .and_then(|s| s.get("versions"))
+            .and_then(Value::as_array)
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter(|v| v.get("served").and_then(Value::as_bool) != Some(false))
+                    .filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        kinds.insert(
+            (group.to_string(), kind.to_string()),
+            (served, crd.name().to_string()),
+        );
+    }
+    kinds
+}
+
+/// Stage-aware dry run (Yoke's issue #226): a server dry run cannot create a CRD, so the
+/// custom resources of a CRD that an earlier stage of the same flight defines, and that the
+/// API server does not serve yet, cannot be dry-run. They are taken out of the dry run and
+/// checked against the flight's CRD instead (its group defines the kind, the object's
+/// version is one the CRD serves, the object has a name); the CRD itself is still dry-run.
+/// Everything else is dry-run as before. Returns the stages to dry-run and what was
+/// deferred.
+async fn defer_unserved_kinds(
+    conn: &Connection,
+    stages: Stages,
+) -> Result<(Stages, Vec<String>), DeployError> {
+    let kinds = flight_crd_kinds(&stages);
+    if kinds.is_empty() {
+        return Ok((stages, Vec::new()));
+    }
+    let mut served: HashMap<(String, String), bool> = HashMap::new();
+    let mut deferred = Vec::new();
+    let mut kept = Vec::with_capacity(stages.0.len());
+    for stage in stages.0 {
+        let mut keep = Vec::with_capacity(stage.len());
+        for resource in stage {
+            let key = (resource.group().to_string(), resource.kind().to_string());
+            let Some((versions, crd)) = kinds.get(&key) else {
+                keep.push(resource);
+                continue;
+            };
+            let api = (
+                resource.api_version().to_string(),
+                resource.kind().to_string(),
+            );
+            let is_served = match served.get(&api) {
+                Some(s) => *s,
+                None => {
+                    let s = conn.resolve(&api.0, &api.1).await?.is_some();
+                    served.insert(api, s);
+                    s
+                }
+            };
+            if is_served {
+                keep.push(resource);
+                continue;
+            }
+            let object = describe(&resource);
+            if !versions.iter().any(|v| v == resource.version()) {
+                return Err(DeployError::Release(hoist_release::Error::Invalid {
+                    object,
+                    message: format!(
+                        "version {:?} is not served by CustomResourceDefinition {crd} of this flight (it serves {})",
+                        resource.version(),
+                        if versions.is_empty() {
+                            "no version".to_string()
+                        } else {
+                            versions.join(", ")
+                        }
+                    ),
+                }));
+            }
+            if resource.name().is_empty() {
+                return Err(DeployError::Release(hoist_release::Error::Invalid {
+                    object,
+                    message: "the object has no metadata.name".into(),
+                }));
+            }
+            deferred.push(object);
+        }
+        kept.push(keep);
+    }
+    kept.retain(|s| !s.is_empty());
+    Ok((Stages(kept), deferred))
+}
+
+/// `Kind.group ns/name` of an object.
+fn describe(resource: &hoist_resources::Resource) -> String {
+    let kind = if resource.group().is_empty() {
+        resource.kind().to_string()
+    } else {
+        format!("{}.{}", resource.kind(), resource.group())
+    };
+    match resource.namespace() {
+        Some(ns) => format!("{kind} {ns}/{}", resource.name()),
+        None => format!("{kind} {}", resource.name()),
+    }
 }
 
 /// Readiness of one applied object.

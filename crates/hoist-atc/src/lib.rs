@@ -10,6 +10,7 @@ pub mod children;
 pub mod controller;
 pub mod crds;
 pub mod deploy;
+pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod modules;

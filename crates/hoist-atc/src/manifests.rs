@@ -20,6 +20,9 @@ pub struct InstallOptions {
     pub module_allow_list: Vec<String>,
     /// Concurrency.
     pub concurrency: u16,
+    /// Replicas: more than one turns on leader election (a Lease in the namespace; the
+    /// followers are not ready, so the Service reaches the leader).
+    pub replicas: u16,
 }
 
 /// The installation objects, in apply order.
@@ -38,6 +41,18 @@ pub fn install_manifests(opts: &InstallOptions) -> Vec<Value> {
     if !opts.module_allow_list.is_empty() {
         env.push(json!({"name": "MODULE_ALLOW_LIST", "value": opts.module_allow_list.join(",")}));
     }
+    let replicas = opts.replicas.max(1);
+    if replicas > 1 {
+        env.push(json!({"name": "LEADER_ELECT", "value": "true"}));
+        env.push(json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}));
+    }
+    // One replica: Recreate, as Yoke's installer. Several: a rolling update keeps a leader
+    // candidate running.
+    let strategy = if replicas > 1 {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+    } else {
+        json!({"type": "Recreate"})
+    };
     let probe =
         |path: &str| json!({"httpGet": {"path": path, "port": opts.port, "scheme": "HTTPS"}});
     vec![
@@ -60,8 +75,8 @@ pub fn install_manifests(opts: &InstallOptions) -> Vec<Value> {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels},
             "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
+                "replicas": replicas,
+                "strategy": strategy,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
@@ -99,6 +114,7 @@ mod tests {
             port: 3000,
             module_allow_list: vec!["oci://registry:80/*".into()],
             concurrency: 4,
+            replicas: 1,
         });
         let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
         assert_eq!(
@@ -126,5 +142,32 @@ mod tests {
             env.iter()
                 .any(|e| e["name"] == "SVC_NAME" && e["value"] == "atc-atc")
         );
+        assert!(!env.iter().any(|e| e["name"] == "LEADER_ELECT"));
+        assert_eq!(objects[3]["spec"]["strategy"]["type"], "Recreate");
+    }
+
+    #[test]
+    fn several_replicas_elect_a_leader() {
+        let objects = install_manifests(&InstallOptions {
+            release: "atc".into(),
+            namespace: "atc".into(),
+            image: "hoist:dev".into(),
+            port: 3000,
+            module_allow_list: vec![],
+            concurrency: 4,
+            replicas: 2,
+        });
+        let deployment = &objects[3];
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "LEADER_ELECT" && e["value"] == "true")
+        );
+        assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"));
     }
 }

@@ -1,6 +1,7 @@
 //! Starting and stopping the controller.
 
 use crate::controller::{self, Atc};
+use crate::lease::{Elector, LeaseSettings};
 use crate::modules::{ModuleSettings, Modules};
 use crate::template::{WebhookTarget, Webhooks};
 use crate::tls::TlsMaterial;
@@ -37,6 +38,9 @@ pub struct AtcConfig {
     pub modules: ModuleSettings,
     /// Concurrent reconciles per controller.
     pub concurrency: u16,
+    /// Leader election: `None` reconciles at once (one replica, as Yoke's ATC); `Some` waits
+    /// for the Lease and reconciles only while holding it.
+    pub leader_election: Option<LeaseSettings>,
 }
 
 impl AtcConfig {
@@ -70,6 +74,13 @@ impl AtcConfig {
 
 /// Runs the controller until `shutdown` resolves, then removes the global webhook
 /// configurations (as Yoke does on graceful shutdown).
+///
+/// With leader election the HTTPS server starts at once on every replica (`/live`), but only
+/// the Lease holder applies the CRDs and webhook configurations, reconciles, and reports
+/// `/ready` (so an in-cluster Service sends the webhook calls to the leader, whose in-memory
+/// child tracking serves dynamic and subscription modes). Losing the Lease ends the process
+/// with an error (a restart competes again); a graceful shutdown releases the Lease and
+/// leaves the global webhook configurations in place for the next leader.
 pub async fn run(
     conn: Connection,
     config: AtcConfig,
@@ -81,9 +92,6 @@ pub async fn run(
     }
     .map_err(|e| AtcError(e.to_string()))?;
     let modules = Modules::new(&config.modules).map_err(|e| AtcError(e.to_string()))?;
-    controller::apply_controller_crds(conn.client.clone())
-        .await
-        .map_err(|e| AtcError(format!("applying the Airway/Flight CRDs: {e}")))?;
     let own_user = own_user(&conn).await;
     tracing::info!(
         user = own_user.as_deref().unwrap_or("?"),
@@ -94,24 +102,127 @@ pub async fn run(
         ca_pem: tls.ca_pem.clone(),
         own_user,
     };
+    let elector = config
+        .leader_election
+        .clone()
+        .map(|settings| Elector::new(conn.client.clone(), settings));
     let atc = Atc::new(
         conn,
         std::sync::Arc::new(modules),
         webhooks,
         config.concurrency,
     );
+    atc.set_leading(elector.is_none());
     let server = crate::webhook::serve(config.listen, &tls, atc.clone())
         .await
         .map_err(|e| AtcError(e.to_string()))?;
+
+    // Shutdown and loss of the Lease both stop the controllers; `stop` says which.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Running);
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(Stop::Shutdown);
+    });
+    let stopped = |rx: &tokio::sync::watch::Receiver<Stop>| until_stopped(rx.clone());
+
+    let elector = elector.map(std::sync::Arc::new);
+    if let Some(elector) = &elector {
+        let settings = elector.settings();
+        tracing::info!(
+            lease = %format!("{}/{}", settings.namespace, settings.name),
+            identity = %settings.identity,
+            "waiting to become the leader"
+        );
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stopped(&stop_rx) => {
+                server.abort();
+                return Ok(());
+            }
+        }
+        atc.set_leading(true);
+        tracing::info!(identity = %settings.identity, "leading");
+        let holder = elector.clone();
+        let lost_tx = stop_tx.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                reason = holder.hold() => {
+                    let _ = lost_tx.send(Stop::Lost(reason));
+                }
+                _ = until_stopped(rx) => {}
+            }
+        });
+    }
+
+    controller::apply_controller_crds(atc.conn.client.clone())
+        .await
+        .map_err(|e| AtcError(format!("applying the Airway/Flight CRDs: {e}")))?;
     controller::apply_global_webhooks(&atc)
         .await
         .map_err(|e| AtcError(format!("applying the webhook configurations: {e}")))?;
     tracing::info!("controller started");
-    controller::run_controllers(atc.clone(), shutdown).await;
-    tracing::info!("shutting down: removing the global webhook configurations");
-    let removed = controller::delete_global_webhooks(&atc).await;
+    let controllers = controller::run_controllers(atc.clone(), stopped(&stop_rx));
+    tokio::pin!(controllers);
+    let grace_over = {
+        let rx = stop_rx.clone();
+        async move {
+            until_stopped(rx).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = grace_over => tracing::warn!(
+            "reconciles still running {SHUTDOWN_GRACE:?} after the stop; not waiting for them any longer"
+        ),
+    }
+    atc.set_leading(false);
+    let why = stop_rx.borrow().clone();
+    let result = match (why, &elector) {
+        (Stop::Lost(reason), _) => Err(AtcError(format!(
+            "stopped reconciling: {reason}; exiting so that a restarted process competes for the lease again"
+        ))),
+        (_, Some(elector)) => {
+            tracing::info!(
+                "shutting down: releasing the leader lease (the global webhook configurations stay for the next leader)"
+            );
+            elector.release().await.map_err(|e| AtcError(e.to_string()))
+        }
+        (_, None) => {
+            tracing::info!("shutting down: removing the global webhook configurations");
+            controller::delete_global_webhooks(&atc)
+                .await
+                .map_err(|e| AtcError(e.to_string()))
+        }
+    };
     server.abort();
-    removed.map_err(|e| AtcError(e.to_string()))
+    result
+}
+
+/// Resolves once `rx` says anything but `Running` (or its sender is gone).
+async fn until_stopped(mut rx: tokio::sync::watch::Receiver<Stop>) {
+    loop {
+        if *rx.borrow_and_update() != Stop::Running {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How long a stop waits for running reconciles to finish (a Pod's default termination
+/// grace period is 30 s; the Lease is released and the webhooks handled after this).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the controllers stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    Running,
+    Shutdown,
+    Lost(String),
 }
 
 /// The user name the API server knows the controller by (a SelfSubjectReview), so its own
@@ -174,6 +285,7 @@ mod tests {
             tls: None,
             modules: ModuleSettings::default(),
             concurrency: 1,
+            leader_election: None,
         };
         assert_eq!(
             config(WebhookTarget::Url("https://127.0.0.1:3000".into())).certificate_names(),

@@ -97,7 +97,19 @@ async fn handle_request(req: Request<Incoming>, atc: Arc<Atc>) -> Response<Full<
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, "/live" | "/ready") => return text(StatusCode::OK, "ok"),
+        (Method::GET, "/live") => return text(StatusCode::OK, "ok"),
+        // A follower (leader election) is live but not ready: a Service then sends the
+        // webhook calls to the leader only.
+        (Method::GET, "/ready") => {
+            return if atc.is_leading() {
+                text(StatusCode::OK, "ok")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "following: another replica holds the leader lease",
+                )
+            };
+        }
         (Method::GET, "/metrics") => {
             let body = atc.metrics.render(atc.modules.stats());
             return respond(StatusCode::OK, "text/plain; version=0.0.4", body);
@@ -150,10 +162,11 @@ async fn handle_request(req: Request<Incoming>, atc: Arc<Atc>) -> Response<Full<
         Err(message) => return text(StatusCode::INTERNAL_SERVER_ERROR, &message),
     };
     atc.metrics
-        .admission(&path, matches!(verdict, Verdict::Allow));
+        .admission(&path, matches!(verdict, Verdict::Allow | Verdict::Warn(_)));
     let uid = request.get("uid").cloned().unwrap_or(Value::Null);
     let response = match verdict {
         Verdict::Allow => json!({"uid": uid, "allowed": true}),
+        Verdict::Warn(warnings) => json!({"uid": uid, "allowed": true, "warnings": warnings}),
         Verdict::Deny {
             code,
             reason,
@@ -173,6 +186,8 @@ async fn handle_request(req: Request<Incoming>, atc: Arc<Atc>) -> Response<Full<
 pub enum Verdict {
     /// Allowed.
     Allow,
+    /// Allowed, with warnings for the client (`kubectl` prints them).
+    Warn(Vec<String>),
     /// Denied.
     Deny {
         /// HTTP-style code.
@@ -378,7 +393,18 @@ async fn validate_instance(
     }
     let deployed = deploy::deploy(&atc.conn, &atc.modules, &request).await;
     match deployed.result {
-        Ok(_) => Ok(Verdict::Allow),
+        Ok(applied) if applied.deferred.is_empty() => Ok(Verdict::Allow),
+        Ok(applied) => Ok(Verdict::Warn(
+            applied
+                .deferred
+                .iter()
+                .map(|object| {
+                    format!(
+                        "{object}: its kind is defined by a CRD of an earlier stage of the flight and not served yet, so it was checked against that CRD instead of a server dry run"
+                    )
+                })
+                .collect(),
+        )),
         Err(e) => Ok(deny(
             422,
             "Invalid",

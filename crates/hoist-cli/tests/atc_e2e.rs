@@ -133,11 +133,19 @@ fn controller_kubeconfig(env: &Env) -> PathBuf {
 struct Controller {
     child: Child,
     log: PathBuf,
+    port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Controller {
     fn start(env: &Env, extra: &[&str]) -> Controller {
+        let controller = Controller::spawn(env, extra);
+        controller.wait_webhooks(env);
+        controller
+    }
+
+    /// Starts `hoist atc` without waiting for it.
+    fn spawn(env: &Env, extra: &[&str]) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("atc.log");
@@ -153,19 +161,28 @@ impl Controller {
             .env_remove("PORT")
             .env_remove("MODULE_ALLOW_LIST")
             .env_remove("MODULE_VERIFICATION_KEYS_PATH")
+            .env_remove("LEADER_ELECT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().expect("spawn hoist atc");
-        let controller = Controller {
+        Controller {
             child,
             log,
+            port,
             _dir: dir,
-        };
-        // Ready once its global webhook configuration points at this port.
+        }
+    }
+
+    /// Waits until the global webhook configuration points at this controller (it applies
+    /// them once it reconciles).
+    fn wait_webhooks(&self, env: &Env) {
         let conn = connect(&env.kubeconfig);
-        let want = format!("https://127.0.0.1:{port}/validations/airways.yoke.cd");
-        controller.wait("the controller to start", Duration::from_secs(120), || {
+        let want = format!(
+            "https://127.0.0.1:{}/validations/airways.yoke.cd",
+            self.port
+        );
+        self.wait("the controller to start", Duration::from_secs(120), || {
             get(
                 &conn,
                 "admissionregistration.k8s.io/v1",
@@ -175,7 +192,18 @@ impl Controller {
             )
             .is_some_and(|c| c.pointer("/webhooks/0/clientConfig/url") == Some(&json!(want)))
         });
-        controller
+    }
+
+    /// GET `path` on the controller's HTTPS server: (HTTP status, body).
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// SIGKILL: no graceful shutdown (a crash).
@@ -1320,4 +1348,729 @@ fn two_hundred_instances_survive_a_crash_and_a_restart() {
     );
     let status = atc.stop();
     assert!(status.success(), "hoist atc exited with {status}");
+}
+
+/// Runs a CLI (`hoist` or the real `yoke`) as the tests' user and returns its stdout;
+/// panics with both outputs when it fails.
+fn cli(program: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}):\n{stdout}\n{stderr}",
+        program.display(),
+        out.status
+    );
+    stdout
+}
+
+/// Interop: a release the controller wrote is read by the real `yoke blackbox` (list,
+/// revision, diff), rolled back by `hoist descent` and forward again by `yoke descent`, and
+/// the controller continues the same history afterwards.
+#[test]
+fn controller_releases_are_read_and_rolled_back_by_yoke_and_hoist() {
+    let Some(env) = env() else { return };
+    let Some(yoke) = common::required_env(
+        "HOIST_YOKE",
+        "build the real yoke from ../shared/peers: export HOIST_YOKE=$(scripts/tools path yoke)",
+    ) else {
+        return;
+    };
+    let hoist = Path::new(env!("CARGO_BIN_EXE_hoist"));
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let atc = Controller::start(&env, &[]);
+    let group = format!("{}.examples.com", unique("interop"));
+    apply(&conn, &airway(&group, &env.flight, json!({}))).unwrap();
+    atc.wait("the Airway", Duration::from_secs(120), || {
+        airway_ready(&conn, &group)
+    });
+    let name = unique("x");
+    let release = format!("{group}.Backend.default.{name}");
+    for (color, revision) in [("blue", 1), ("green", 2)] {
+        apply(
+            &conn,
+            &backend(&group, &name, json!({"data": {"color": color}})),
+        )
+        .unwrap();
+        atc.wait(
+            &format!("revision {revision} ({color})"),
+            Duration::from_secs(60),
+            || {
+                revisions(&conn, &release).len() == revision
+                    && configmap(&conn, "default", &name)
+                        .is_some_and(|c| c["data"]["color"] == color)
+                    && instance_ready(&conn, &group, &name)
+            },
+        );
+    }
+    let kc = env.kubeconfig.as_path();
+
+    // yoke lists the release, shows a revision's resources with the controller's marks, and
+    // diffs two revisions.
+    let listed = cli(&yoke, kc, &["blackbox", "-namespace", "default"]);
+    assert!(
+        listed.contains(&release),
+        "yoke lists the release:\n{listed}"
+    );
+    let table = cli(&yoke, kc, &["blackbox", "-namespace", "default", &release]);
+    assert!(table.contains("2 (current)"), "{table}");
+    assert!(
+        table.contains(&format!("file://{}", env.flight.display())),
+        "yoke shows the flight URL:\n{table}"
+    );
+    let first = cli(
+        &yoke,
+        kc,
+        &["blackbox", "-namespace", "default", &release, "1"],
+    );
+    assert!(first.contains("color: blue"), "{first}");
+    assert!(
+        first.contains("app.kubernetes.io/managed-by: atc.yoke"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!(
+            "instance.atc.yoke.cd/instanceRef: default/Backend.{group}:{name}"
+        )),
+        "{first}"
+    );
+    let diff = cli(
+        &yoke,
+        kc,
+        &["blackbox", "-namespace", "default", &release, "1", "2"],
+    );
+    assert!(
+        diff.contains("-    color: blue") && diff.contains("+    color: green"),
+        "{diff}"
+    );
+
+    // hoist rolls back to revision 1, yoke forward to revision 2; each sees the other's move.
+    cli(hoist, kc, &["rollback", "-n", "default", &release, "1"]);
+    assert_eq!(
+        configmap(&conn, "default", &name).unwrap()["data"]["color"],
+        "blue"
+    );
+    let table = cli(&yoke, kc, &["blackbox", "-namespace", "default", &release]);
+    let current = table
+        .lines()
+        .find(|l| l.contains("(current)"))
+        .unwrap_or_else(|| panic!("no current revision:\n{table}"));
+    assert!(current.contains(" 1 (current)"), "{table}");
+    cli(
+        &yoke,
+        kc,
+        &["descent", "-namespace", "default", &release, "2"],
+    );
+    let live = configmap(&conn, "default", &name).unwrap();
+    assert_eq!(live["data"]["color"], "green");
+    assert_eq!(
+        live["metadata"]["ownerReferences"][0]["kind"], "Backend",
+        "the rollback kept the owner reference to the instance"
+    );
+    let shown = cli(hoist, kc, &["blackbox", "-n", "default", &release]);
+    let active = shown
+        .lines()
+        .find(|l| l.contains("(active)"))
+        .unwrap_or_else(|| panic!("no active revision:\n{shown}"));
+    assert!(active.trim_start().starts_with("2 (active)"), "{shown}");
+
+    // The controller continues the history: revision 3, capped at 2 revisions.
+    apply(
+        &conn,
+        &backend(&group, &name, json!({"data": {"color": "red"}})),
+    )
+    .unwrap();
+    atc.wait("the red revision", Duration::from_secs(60), || {
+        configmap(&conn, "default", &name).is_some_and(|c| c["data"]["color"] == "red")
+            && instance_ready(&conn, &group, &name)
+    });
+    // The history is capped at 2: yoke (which numbers the retained revisions from 1) shows
+    // green then red, red current; blue is gone.
+    atc.wait(
+        "the red revision, as yoke sees it",
+        Duration::from_secs(30),
+        || {
+            revisions(&conn, &release).len() == 2
+                && cli(
+                    &yoke,
+                    kc,
+                    &["blackbox", "-namespace", "default", &release, "2"],
+                )
+                .contains("color: red")
+        },
+    );
+    let table = cli(&yoke, kc, &["blackbox", "-namespace", "default", &release]);
+    assert!(table.contains("2 (current)"), "{table}");
+    let older = cli(
+        &yoke,
+        kc,
+        &["blackbox", "-namespace", "default", &release, "1"],
+    );
+    assert!(
+        older.contains("color: green"),
+        "blue is capped away:\n{older}"
+    );
+
+    delete(
+        &conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    );
+    atc.wait("the Airway to be gone", Duration::from_secs(120), || {
+        get(
+            &conn,
+            "yoke.cd/v1alpha1",
+            "Airway",
+            None,
+            &format!("backends.{group}"),
+        )
+        .is_none()
+    });
+    assert!(atc.stop().success());
+}
+
+/// The value of an unlabelled gauge or counter in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn lease_holder(conn: &Connection, ns: &str, name: &str) -> Option<String> {
+    get(conn, "coordination.k8s.io/v1", "Lease", Some(ns), name)?
+        .pointer("/spec/holderIdentity")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Two replicas with leader election: only the Lease holder reconciles (the follower is
+/// live, not ready, and runs no reconcile); SIGKILL of the leader hands over within the lease
+/// duration (plus one retry period), the new leader re-points the webhooks at itself and
+/// reconciles; a graceful stop releases the Lease and keeps the global webhooks.
+#[test]
+fn leader_election_two_replicas_hand_over_on_a_crash() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let lease = unique("lease");
+    let ns = "hoist-atc-e2e";
+    let _ = controller_kubeconfig(&env); // creates the namespace
+    let lease_secs = 3u64;
+    let duration = lease_secs.to_string() + "s";
+    let args = |id: &'static str| {
+        vec![
+            "--leader-elect".to_string(),
+            "--leader-election-namespace".into(),
+            ns.into(),
+            "--leader-election-id".into(),
+            lease.clone(),
+            "--lease-duration".into(),
+            duration.clone(),
+            "--leader-identity".into(),
+            id.into(),
+        ]
+    };
+    let a_args = args("replica-a");
+    let a = Controller::spawn(&env, &a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    a.wait_webhooks(&env);
+    assert_eq!(
+        lease_holder(&conn, ns, &lease).as_deref(),
+        Some("replica-a")
+    );
+    let b_args = args("replica-b");
+    let b = Controller::spawn(&env, &b_args.iter().map(String::as_str).collect::<Vec<_>>());
+    b.wait(
+        "the follower to serve /live",
+        Duration::from_secs(60),
+        || b.http_get("/live").0 == 200,
+    );
+    b.wait(
+        "the follower to wait for the lease",
+        Duration::from_secs(30),
+        || b.logs().contains("waiting for the leader lease"),
+    );
+    assert_eq!(b.http_get("/ready").0, 503, "a follower is not ready");
+    assert_eq!(a.http_get("/ready").0, 200, "the leader is ready");
+
+    // Only the leader reconciles.
+    let group = format!("{}.examples.com", unique("lead"));
+    apply(&conn, &airway(&group, &env.flight, json!({}))).unwrap();
+    a.wait("the Airway", Duration::from_secs(120), || {
+        airway_ready(&conn, &group)
+    });
+    apply(&conn, &backend(&group, "one", json!({"data": {"v": "1"}}))).unwrap();
+    a.wait("the instance", Duration::from_secs(60), || {
+        instance_ready(&conn, &group, "one")
+    });
+    let (_, metrics_a) = a.http_get("/metrics");
+    let (_, metrics_b) = b.http_get("/metrics");
+    assert_eq!(
+        metric(&metrics_a, "hoist_atc_leader"),
+        Some(1.0),
+        "{metrics_a}"
+    );
+    assert_eq!(
+        metric(&metrics_b, "hoist_atc_leader"),
+        Some(0.0),
+        "{metrics_b}"
+    );
+    assert!(
+        metrics_a.contains("hoist_atc_reconciles_total{kind=\"Instance\"}"),
+        "{metrics_a}"
+    );
+    assert!(
+        !metrics_b.contains("hoist_atc_reconciles_total{"),
+        "the follower must not reconcile:\n{metrics_b}"
+    );
+    assert_eq!(
+        lease_holder(&conn, ns, &lease).as_deref(),
+        Some("replica-a")
+    );
+
+    // A crash of the leader: the follower takes the Lease within the lease duration (plus
+    // one retry period, a third of it), then reconciles.
+    a.kill();
+    let killed = Instant::now();
+    b.wait(
+        "the follower to take the lease",
+        Duration::from_secs(60),
+        || lease_holder(&conn, ns, &lease).as_deref() == Some("replica-b"),
+    );
+    let handover = killed.elapsed();
+    eprintln!("leader handover took {handover:?} (lease duration {lease_secs}s)");
+    assert!(
+        handover
+            <= Duration::from_secs(lease_secs)
+                + Duration::from_millis(1000 * lease_secs / 3 + 1500),
+        "handover took {handover:?} with a {lease_secs}s lease"
+    );
+    b.wait_webhooks(&env);
+    assert_eq!(b.http_get("/ready").0, 200, "the new leader is ready");
+    apply_eventually(&conn, &backend(&group, "one", json!({"data": {"v": "2"}})));
+    apply_eventually(
+        &conn,
+        &backend(&group, "two", json!({"data": {"v": "new"}})),
+    );
+    b.wait(
+        "the new leader to reconcile",
+        Duration::from_secs(60),
+        || {
+            configmap(&conn, "default", "one").is_some_and(|c| c["data"]["v"] == "2")
+                && configmap(&conn, "default", "two").is_some_and(|c| c["data"]["v"] == "new")
+                && instance_ready(&conn, &group, "two")
+        },
+    );
+
+    delete(
+        &conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    );
+    b.wait("the Airway to be gone", Duration::from_secs(120), || {
+        get(
+            &conn,
+            "yoke.cd/v1alpha1",
+            "Airway",
+            None,
+            &format!("backends.{group}"),
+        )
+        .is_none()
+    });
+    // A graceful stop releases the Lease and leaves the global webhooks for the next leader.
+    assert!(b.stop().success());
+    assert_eq!(
+        lease_holder(&conn, ns, &lease),
+        None,
+        "the Lease is released"
+    );
+    assert!(
+        get(
+            &conn,
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            None,
+            "atc-airway"
+        )
+        .is_some()
+    );
+    // A new replica takes a released Lease at once (no lease duration to wait).
+    let c_args = args("replica-c");
+    let started = Instant::now();
+    let c = Controller::spawn(&env, &c_args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.wait_webhooks(&env);
+    assert_eq!(
+        lease_holder(&conn, ns, &lease).as_deref(),
+        Some("replica-c")
+    );
+    eprintln!(
+        "a released lease was taken {:?} after start",
+        started.elapsed()
+    );
+    assert!(c.stop().success());
+    // The last replica is gone: remove what it left for a next leader.
+    for config in [
+        "atc-airway",
+        "atc-flight",
+        "atc-resources",
+        "atc-external-resources",
+    ] {
+        delete(
+            &conn,
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            None,
+            config,
+        );
+    }
+}
+
+/// Stage-aware dry-run admission (Yoke's issue #226): an instance whose flight emits a CRD
+/// in stage 1 and a custom resource of it in stage 2 is admitted (the custom resource is
+/// checked against the flight's CRD, not dry-run against a kind the API server does not
+/// serve yet) and deployed; a version the flight's CRD does not serve is still refused.
+#[test]
+fn stage_aware_admission_allows_a_crd_and_its_resource_in_later_stages() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let atc = Controller::start(&env, &[]);
+    let group = format!("{}.examples.com", unique("stages"));
+    apply(&conn, &airway(&group, &env.flight, json!({}))).unwrap();
+    atc.wait("the Airway", Duration::from_secs(120), || {
+        airway_ready(&conn, &group)
+    });
+    let widget_group = format!("w-staged.{group}");
+    let crd_name = format!("widgets.{widget_group}");
+    assert!(
+        get(
+            &conn,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &crd_name
+        )
+        .is_none()
+    );
+
+    // Refused when the custom resource names a version the flight's CRD does not serve.
+    let err = apply(
+        &conn,
+        &backend(
+            &group,
+            "badver",
+            json!({"crdStages": true, "widgetVersion": "v9"}),
+        ),
+    )
+    .expect_err("a custom resource of an unserved version must be refused");
+    assert!(err.contains("dry-run"), "{err}");
+    assert!(
+        err.contains("\"v9\" is not served by CustomResourceDefinition widgets.w-badver."),
+        "{err}"
+    );
+
+    // Admitted although stage 2's kind does not exist yet; deployed in order.
+    apply(
+        &conn,
+        &backend(&group, "staged", json!({"crdStages": true, "replicas": 3})),
+    )
+    .expect("the instance must be admitted (stage-aware dry run)");
+    atc.wait(
+        "the staged instance to be Ready",
+        Duration::from_secs(120),
+        || instance_ready(&conn, &group, "staged"),
+    );
+    let crd = get(
+        &conn,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        &crd_name,
+    )
+    .expect("stage 1's CRD");
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "atc.yoke"
+    );
+    let widget = get(
+        &conn,
+        &format!("{widget_group}/v1"),
+        "Widget",
+        Some("default"),
+        "staged",
+    )
+    .expect("stage 2's Widget");
+    assert_eq!(widget["spec"]["size"], 3);
+    assert_eq!(
+        widget["metadata"]["annotations"]["instance.atc.yoke.cd/instanceRef"],
+        json!(format!("default/Backend.{group}:staged"))
+    );
+    assert_eq!(
+        configmap(&conn, "default", "staged").unwrap()["data"]["replicas"],
+        "3"
+    );
+    let release = format!("{group}.Backend.default.staged");
+    assert_eq!(revisions(&conn, &release).len(), 1);
+
+    // Once the CRD exists its kind is served: an update is dry-run normally (and the
+    // API server's own validation of the Widget applies).
+    apply(
+        &conn,
+        &backend(&group, "staged", json!({"crdStages": true, "replicas": 5})),
+    )
+    .unwrap();
+    atc.wait("the Widget to follow", Duration::from_secs(60), || {
+        get(
+            &conn,
+            &format!("{widget_group}/v1"),
+            "Widget",
+            Some("default"),
+            "staged",
+        )
+        .is_some_and(|w| w["spec"]["size"] == 5)
+    });
+
+    delete(
+        &conn,
+        "yoke.cd/v1alpha1",
+        "Airway",
+        None,
+        &format!("backends.{group}"),
+    );
+    atc.wait("the Airway to be gone", Duration::from_secs(120), || {
+        get(
+            &conn,
+            "yoke.cd/v1alpha1",
+            "Airway",
+            None,
+            &format!("backends.{group}"),
+        )
+        .is_none()
+    });
+    // CRDs are orphaned, not deleted, unless prune.crds (Yoke's default).
+    assert!(
+        get(
+            &conn,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &crd_name
+        )
+        .is_some(),
+        "an emitted CRD is orphaned by default"
+    );
+    delete(
+        &conn,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        &crd_name,
+    );
+    assert!(atc.stop().success());
+}
+
+/// `events.k8s.io/v1` Events about `name` of `kind` (any namespace we look in).
+fn events_about(conn: &Connection, ns: &str, kind: &str, name: &str) -> Vec<Value> {
+    list(conn, "events.k8s.io/v1", "Event", Some(ns), "")
+        .into_iter()
+        .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
+        .collect()
+}
+
+fn set_color(conn: &Connection, name: &str, color: &str) {
+    apply(
+        conn,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"color": color}}),
+    )
+    .unwrap();
+}
+
+/// Subscription mode: the flight looks up an external ConfigMap (host.k8s_lookup); changing
+/// it, or creating one that was looked up as missing, re-runs the instance, while a manual
+/// change of a child it did not look up is left alone. Also: Events on the instance and the
+/// Airway (Ready, Error), and the /metrics gauges and reconcile-duration histogram.
+#[test]
+fn subscription_mode_reruns_on_looked_up_changes_with_events_and_metrics() {
+    let Some(env) = env() else { return };
+    let _one = ONE_CONTROLLER.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = connect(&env.kubeconfig);
+    let atc = Controller::start(&env, &[]);
+    let group = format!("{}.examples.com", unique("sub"));
+    let airway_name = format!("backends.{group}");
+    apply(
+        &conn,
+        &airway(
+            &group,
+            &env.flight,
+            json!({"mode": "subscription", "clusterAccess": true, "resourceAccessMatchers": ["default/ConfigMap"]}),
+        ),
+    )
+    .unwrap();
+    atc.wait("the Airway", Duration::from_secs(120), || {
+        airway_ready(&conn, &group)
+    });
+    let external = unique("ext");
+    let later = unique("later");
+    set_color(&conn, &external, "red");
+
+    let (watcher, waiter) = (unique("watcher"), unique("waiter"));
+    apply(
+        &conn,
+        &backend(&group, &watcher, json!({"lookup": external})),
+    )
+    .unwrap();
+    apply(&conn, &backend(&group, &waiter, json!({"lookup": later}))).unwrap();
+    atc.wait("both instances Ready", Duration::from_secs(120), || {
+        instance_ready(&conn, &group, &watcher) && instance_ready(&conn, &group, &waiter)
+    });
+    assert_eq!(
+        configmap(&conn, "default", &watcher).unwrap()["data"]["looked"],
+        "red"
+    );
+    assert_eq!(
+        configmap(&conn, "default", &waiter).unwrap()["data"]["looked"],
+        "<absent>"
+    );
+
+    // A child the flight did not look up: a manual change is not reverted.
+    edit_configmap(&conn, &watcher, "replicas", "99").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        configmap(&conn, "default", &watcher).unwrap()["data"]["replicas"],
+        "99"
+    );
+
+    // The looked-up object changes: the instance re-runs (and the child is rendered anew).
+    set_color(&conn, &external, "green");
+    atc.wait(
+        "the re-run after the external change",
+        Duration::from_secs(60),
+        || {
+            configmap(&conn, "default", &watcher)
+                .is_some_and(|c| c["data"]["looked"] == "green" && c["data"]["replicas"] == "0")
+        },
+    );
+    // A looked-up object that did not exist is created: that instance re-runs too.
+    set_color(&conn, &later, "blue");
+    atc.wait(
+        "the re-run after the creation",
+        Duration::from_secs(60),
+        || configmap(&conn, "default", &waiter).is_some_and(|c| c["data"]["looked"] == "blue"),
+    );
+
+    // A failing re-run: Ready=False/Error and a Warning Event; then recovery.
+    set_color(&conn, &external, "fail");
+    atc.wait("the instance to fail", Duration::from_secs(60), || {
+        get(
+            &conn,
+            &format!("{group}/v1"),
+            "Backend",
+            Some("default"),
+            &watcher,
+        )
+        .and_then(|i| ready_reason(&i))
+            == Some(("False".into(), "Error".into()))
+    });
+    atc.wait(
+        "a Warning Event on the instance",
+        Duration::from_secs(30),
+        || {
+            events_about(&conn, "default", "Backend", &watcher)
+                .iter()
+                .any(|e| {
+                    e["type"] == "Warning"
+                        && e["reason"] == "Error"
+                        && e["note"]
+                            .as_str()
+                            .is_some_and(|n| n.contains("asks the flight to fail"))
+                })
+        },
+    );
+    set_color(&conn, &external, "yellow");
+    atc.wait("recovery", Duration::from_secs(60), || {
+        instance_ready(&conn, &group, &watcher)
+            && configmap(&conn, "default", &watcher)
+                .is_some_and(|c| c["data"]["looked"] == "yellow")
+    });
+    let events = events_about(&conn, "default", "Backend", &watcher);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Normal" && e["reason"] == "Ready"),
+        "a Ready Event on the instance: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reportingController"] == "hoist-atc"),
+        "{events:#?}"
+    );
+    let airway_events = events_about(&conn, "default", "Airway", &airway_name);
+    assert!(
+        airway_events
+            .iter()
+            .any(|e| e["type"] == "Normal" && e["reason"] == "Ready"),
+        "a Ready Event on the Airway: {airway_events:#?}"
+    );
+
+    // /metrics: counters, gauges at rest, the histogram.
+    let (code, metrics) = atc.http_get("/metrics");
+    assert_eq!(code, 200);
+    let count =
+        |name: &str| metric(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+    assert_eq!(count("hoist_atc_reconciles_in_flight"), 0.0);
+    assert_eq!(count("hoist_atc_queue_pending"), 0.0);
+    assert_eq!(count("hoist_atc_leader"), 1.0);
+    let reconciles = count("hoist_atc_reconciles_total{kind=\"Instance\"}");
+    assert!(reconciles >= 6.0, "{metrics}");
+    assert!(count("hoist_atc_reconcile_errors_total{kind=\"Instance\"}") >= 1.0);
+    assert_eq!(
+        count("hoist_atc_reconcile_duration_seconds_count{kind=\"Instance\"}"),
+        reconciles
+    );
+    assert_eq!(
+        count("hoist_atc_reconcile_duration_seconds_bucket{kind=\"Instance\",le=\"+Inf\"}"),
+        reconciles
+    );
+    assert!(
+        count("hoist_atc_reconcile_duration_seconds_bucket{kind=\"Instance\",le=\"60\"}")
+            <= reconciles
+    );
+    assert!(count("hoist_atc_reconcile_duration_seconds_sum{kind=\"Instance\"}") > 0.0);
+    assert!(
+        count(
+            "hoist_atc_admissions_total{path=\"/validations/external-resources\",allowed=\"true\"}"
+        ) >= 3.0
+    );
+    assert!(
+        count("hoist_atc_module_loads_total{outcome=\"compiled\"}")
+            + count("hoist_atc_module_loads_total{outcome=\"cache\"}")
+            >= 1.0
+    );
+
+    delete(&conn, "yoke.cd/v1alpha1", "Airway", None, &airway_name);
+    atc.wait("the Airway to be gone", Duration::from_secs(120), || {
+        get(&conn, "yoke.cd/v1alpha1", "Airway", None, &airway_name).is_none()
+    });
+    let terminating = events_about(&conn, "default", "Airway", &airway_name);
+    assert!(
+        terminating.iter().any(|e| e["reason"] == "Terminating"),
+        "a Terminating Event on the Airway: {terminating:#?}"
+    );
+    for name in [&external, &later] {
+        delete(&conn, "v1", "ConfigMap", Some("default"), name);
+    }
+    assert!(atc.stop().success());
 }

@@ -8,7 +8,8 @@
 //   - otherwise: an Airway instance (a Backend custom resource) on stdin; output is a ConfigMap
 //     named after the instance with spec.data and spec.replicas, plus optional extras driven by
 //     the spec (an invalid Deployment, an object in another namespace, the instance itself
-//     carrying a status).
+//     carrying a status, a CRD in a first stage with a custom resource of it in a second
+//     stage, a looked-up external ConfigMap through Yoke's host function k8s_lookup).
 package main
 
 import (
@@ -16,8 +17,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 type object = map[string]any
@@ -60,6 +63,14 @@ type backendSpec struct {
 	OtherNamespace string            `json:"otherNamespace"`
 	Status         string            `json:"status"`
 	Fail           bool              `json:"fail"`
+	// CRDStages: stage 1 is a CRD (Widget of group "w-<name>.<instance group>"), stage 2 a
+	// Widget of it (version WidgetVersion, default v1) and the ConfigMap.
+	CRDStages     bool   `json:"crdStages"`
+	WidgetVersion string `json:"widgetVersion"`
+	// Lookup: the name of a ConfigMap in the instance's namespace, looked up with
+	// host.k8s_lookup; its data.color becomes data.looked ("<absent>" when not found; the
+	// color "fail" makes the flight fail).
+	Lookup string `json:"lookup"`
 }
 
 type backendObject struct {
@@ -87,6 +98,16 @@ func backend(input []byte) error {
 	data["replicas"] = strconv.Itoa(cr.Spec.Replicas)
 	data["release"] = os.Getenv("YOKE_RELEASE")
 	data["namespace"] = os.Getenv("NAMESPACE")
+	if cr.Spec.Lookup != "" {
+		looked, err := lookupColor(cr.Spec.Lookup, os.Getenv("NAMESPACE"))
+		if err != nil {
+			return err
+		}
+		if looked == "fail" {
+			return fmt.Errorf("the looked-up ConfigMap %s asks the flight to fail", cr.Spec.Lookup)
+		}
+		data["looked"] = looked
+	}
 	out := []any{object{
 		"apiVersion": "v1",
 		"kind":       "ConfigMap",
@@ -127,6 +148,43 @@ func backend(input []byte) error {
 				}},
 			},
 		})
+	}
+	if cr.Spec.CRDStages {
+		group := "w-" + cr.Metadata.Name + "." + strings.SplitN(cr.APIVersion, "/", 2)[0]
+		version := cr.Spec.WidgetVersion
+		if version == "" {
+			version = "v1"
+		}
+		crd := object{
+			"apiVersion": "apiextensions.k8s.io/v1",
+			"kind":       "CustomResourceDefinition",
+			"metadata":   object{"name": "widgets." + group},
+			"spec": object{
+				"group": group,
+				"scope": "Namespaced",
+				"names": object{"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+				"versions": []any{object{
+					"name": "v1", "served": true, "storage": true,
+					"schema": object{"openAPIV3Schema": object{
+						"type": "object",
+						"properties": object{"spec": object{
+							"type":       "object",
+							"properties": object{"size": object{"type": "integer"}},
+						}},
+					}},
+				}},
+			},
+		}
+		widget := object{
+			"apiVersion": group + "/" + version,
+			"kind":       "Widget",
+			"metadata":   object{"name": cr.Metadata.Name},
+			"spec":       object{"size": cr.Spec.Replicas},
+		}
+		if err := emit([]any{[]any{crd}, append(out, widget)}); err != nil {
+			return err
+		}
+		return nil
 	}
 	if err := emit(out); err != nil {
 		return err
@@ -182,6 +240,63 @@ func convert(input []byte) error {
 			"result":           object{"status": "Success"},
 		},
 	})
+}
+
+//go:wasmimport host k8s_lookup
+func hostLookup(statePtr uint32, name, namespace, kind, apiVersion uint64) uint64
+
+// heap keeps the buffers the host writes into reachable, keyed by packed ptr/len.
+var heap = map[uint64][]byte{}
+
+//go:wasmexport malloc
+func malloc(size uint32) uint64 {
+	if size == 0 {
+		return 0
+	}
+	buf := make([]byte, size)
+	packed := uint64(uintptr(unsafe.Pointer(&buf[0])))<<32 | uint64(size)
+	heap[packed] = buf
+	return packed
+}
+
+func pack(s string) uint64 {
+	if len(s) == 0 {
+		return 0
+	}
+	return uint64(uintptr(unsafe.Pointer(unsafe.StringData(s))))<<32 | uint64(len(s))
+}
+
+var lookupState = new(uint32)
+
+// lookupColor looks up ConfigMap name in namespace (Yoke's k8s_lookup ABI: state 0 ok, 3
+// not found) and returns its data.color, or "<absent>".
+func lookupColor(name, namespace string) (string, error) {
+	kind, apiVersion := "ConfigMap", "v1"
+	*lookupState = 0
+	buffer := hostLookup(uint32(uintptr(unsafe.Pointer(lookupState))), pack(name), pack(namespace), pack(kind), pack(apiVersion))
+	runtime.KeepAlive(name)
+	runtime.KeepAlive(namespace)
+	runtime.KeepAlive(kind)
+	runtime.KeepAlive(apiVersion)
+	var result []byte
+	if buffer != 0 {
+		result = heap[buffer]
+		delete(heap, buffer)
+	}
+	switch *lookupState {
+	case 0:
+		var cm struct {
+			Data map[string]string `json:"data"`
+		}
+		if err := json.Unmarshal(result, &cm); err != nil {
+			return "", fmt.Errorf("decoding the looked-up ConfigMap: %w", err)
+		}
+		return cm.Data["color"], nil
+	case 3:
+		return "<absent>", nil
+	default:
+		return "", fmt.Errorf("k8s_lookup of ConfigMap %s/%s failed (state %d): %s", namespace, name, *lookupState, result)
+	}
 }
 
 func emit(value any) error {

@@ -52,6 +52,9 @@ struct ManifestArgs {
     /// Concurrent reconciles.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
+    /// Replicas; more than one runs them with leader election (a Lease).
+    #[arg(long, default_value_t = 1)]
+    replicas: u16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,6 +135,26 @@ struct RunArgs {
         conflicts_with = "svc_name"
     )]
     webhook_url: Option<String>,
+
+    /// Run as one of several replicas: reconcile only while holding a coordination.k8s.io
+    /// Lease (the others wait, serve /live, and answer /ready with 503 so a Service sends the
+    /// webhook calls to the leader).
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease [default: POD_NAMESPACE, SVC_NAMESPACE, else `default`].
+    #[arg(long, value_name = "NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, value_name = "NAME", default_value = "hoist-atc")]
+    leader_election_id: String,
+    /// How long a leader's Lease stays valid without a renewal: the longest a handover takes
+    /// after the leader dies (renewed every third of it).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: std::time::Duration,
+    /// This replica's identity in the Lease [default: HOSTNAME (the pod name) plus the
+    /// process id].
+    #[arg(long, value_name = "ID")]
+    leader_identity: Option<String>,
 }
 
 /// Runs `hoist atc`.
@@ -150,6 +173,7 @@ fn print_manifests(args: ManifestArgs) -> anyhow::Result<ExitCode> {
         port: args.port,
         module_allow_list: args.module_allow_list,
         concurrency: args.concurrency,
+        replicas: args.replicas,
     });
     let yaml =
         serde_saphyr::to_string_multiple(&objects).context("writing the manifests as YAML")?;
@@ -258,7 +282,27 @@ fn run_controller(args: RunArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> 
                 .and_then(|dir| dir.parent().map(|root| root.join("oci"))),
         },
         concurrency,
+        leader_election: args.leader_elect.then(|| hoist_atc::lease::LeaseSettings {
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .or_else(|| args.svc_namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            name: args.leader_election_id.clone(),
+            identity: args.leader_identity.clone().unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hoist-atc".into());
+                format!("{host}_{}", std::process::id())
+            }),
+            duration: args.lease_duration,
+        }),
     };
+    if args.lease_duration < std::time::Duration::from_secs(1) {
+        bail!(
+            "--lease-duration {:?} is too short: the Lease records whole seconds (use at least 1s)",
+            args.lease_duration
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
