@@ -1,7 +1,7 @@
 //! One running Go program: start it, call the functions it registered, run its timers.
 
 use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit};
-use crate::value::{Callable, Obj, Value};
+use crate::value::{Callable, HeapCopier, Obj, Value, Values};
 use hoist_runtime::Limit;
 use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
 use std::collections::BTreeMap;
@@ -134,11 +134,89 @@ pub enum GoJsError {
 /// A Go program instance.
 pub struct GoInstance {
     store: Store<GoState>,
+    /// The globals the module exports as `hoist.global.N` (for snapshots).
+    globals: Vec<wasmtime::Global>,
     what: String,
     max_memory_bytes: u64,
     max_output_bytes: usize,
     timeout: Option<Duration>,
     _ticker: Option<EpochTicker>,
+}
+
+/// A Go program's state once its `main` has registered its functions and blocked: linear
+/// memory, the stack pointer, and the host's JS state (reference table, global object, timers,
+/// what `main` printed). [`GoInstance::restore`] puts the instance it was taken from back into
+/// this state, so that every call sees the program exactly as a fresh start would, without
+/// paying Go's start-up again.
+///
+/// Go keeps its goroutine stacks in linear memory and returns to the host with an empty wasm
+/// stack whenever it waits for an event; between events its only other state is a few wasm
+/// globals (SP, the current goroutine, scratch registers). Those globals are not exported, so
+/// a snapshot is restored into the same instance. A module rewritten by
+/// [`crate::export_globals`] has them all restored, wherever Go paused; any other module only
+/// when Go paused at the same point as when the snapshot was taken (same SP), which a
+/// goroutine whose stack grew during a call breaks.
+pub struct Snapshot {
+    memory: Vec<u8>,
+    sp: i32,
+    /// Values of the globals the module exports for snapshots ([`crate::export_globals`]).
+    globals: Vec<wasmtime::Val>,
+    values: Values,
+    global: Obj,
+    go: Obj,
+    next_timer: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("memory_bytes", &self.memory.len())
+            .field("sp", &self.sp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Size of the captured linear memory, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.len()
+    }
+}
+
+/// Why a program's state cannot be snapshotted, or a snapshot cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsnapshottable {
+    /// The program has exited.
+    #[error("the program has exited")]
+    Exited,
+    /// The program is inside a call (a host function is running).
+    #[error("the program is inside a call")]
+    InCall,
+    /// The program read stdin during start-up (its input would be baked in).
+    #[error("the program read stdin during start-up")]
+    ReadStdin,
+    /// The program has timers pending (their deadlines would be stale).
+    #[error("the program has {0} timer(s) pending")]
+    PendingTimers(usize),
+    /// The instance is not paused where the snapshot was taken.
+    #[error("the program is paused at SP {now:#x}, not at the snapshot's {snapshot:#x}")]
+    Moved {
+        /// SP now.
+        now: i32,
+        /// SP in the snapshot.
+        snapshot: i32,
+    },
+    /// Linear memory is missing or smaller than the snapshot's.
+    #[error("linear memory does not match the snapshot")]
+    Memory,
+    /// A global could not be restored.
+    #[error("global {0} could not be restored")]
+    Global(usize),
+    /// Reading the stack pointer failed.
+    #[error("getsp failed: {0}")]
+    GetSp(String),
 }
 
 /// Whether `module` imports Go's js/wasm ABI (`gojs`, or `go` before Go 1.21).
@@ -196,6 +274,7 @@ impl GoInstance {
         let ticker = arm_deadline_at(&mut store, deadline);
         let mut inst = GoInstance {
             store,
+            globals: Vec::new(),
             what: what.to_string(),
             max_memory_bytes: options.max_memory_bytes,
             max_output_bytes: options.max_output_bytes,
@@ -225,6 +304,19 @@ impl GoInstance {
         let run = instance
             .get_typed_func::<(i32, i32), ()>(&mut inst.store, "run")
             .map_err(|_| missing("run"))?;
+        let mut globals: Vec<(u32, wasmtime::Global)> = instance
+            .exports(&mut inst.store)
+            .filter_map(|e| {
+                let n = e
+                    .name()
+                    .strip_prefix(crate::instrument::GLOBAL_EXPORT_PREFIX)?
+                    .parse()
+                    .ok()?;
+                Some((n, e.into_extern().into_global()?))
+            })
+            .collect();
+        globals.sort_by_key(|(n, _)| *n);
+        inst.globals = globals.into_iter().map(|(_, g)| g).collect();
         {
             let st = inst.store.data_mut();
             st.mem = Some(mem);
@@ -238,6 +330,120 @@ impl GoInstance {
             Err(e) if e.downcast_ref::<GoExited>().is_some() => Ok(inst),
             Err(e) => Err(inst.classify(e, None)),
         }
+    }
+
+    /// Captures the program's state (see [`Snapshot`]). Only a program that is waiting for an
+    /// event, has not exited, read no stdin and has no timers pending can be captured.
+    pub fn snapshot(&mut self) -> Result<Snapshot, Unsnapshottable> {
+        self.check_paused()?;
+        let st = self.store.data();
+        if st.stdin_pos > 0 {
+            return Err(Unsnapshottable::ReadStdin);
+        }
+        if !st.timers.is_empty() {
+            return Err(Unsnapshottable::PendingTimers(st.timers.len()));
+        }
+        let sp = self.sp()?;
+        let st = self.store.data();
+        let Some(mem) = st.mem else {
+            return Err(Unsnapshottable::Memory);
+        };
+        let mut copier = HeapCopier::new();
+        let values = copier.values(&st.values);
+        let global = copier.obj(&st.global);
+        let go = copier.obj(&st.go);
+        copier.finish();
+        let globals = self
+            .globals
+            .iter()
+            .map(|g| g.get(&mut self.store))
+            .collect();
+        let st = self.store.data();
+        Ok(Snapshot {
+            memory: mem.data(&self.store).to_vec(),
+            sp,
+            globals,
+            values,
+            global,
+            go,
+            next_timer: st.next_timer,
+            stdout: st.stdout.clone(),
+            stderr: st.stderr.clone(),
+        })
+    }
+
+    /// Puts this instance (the one `snapshot` was taken from) back into the snapshot's state,
+    /// with `stdin` as fd 0 and a fresh deadline and output buffers. Memory the program grew
+    /// since is zeroed (Go takes fresh memory to be zero) and stays allocated.
+    pub fn restore(&mut self, snapshot: &Snapshot, stdin: Vec<u8>) -> Result<(), Unsnapshottable> {
+        self.check_paused()?;
+        if !self.store.data().timers.is_empty() {
+            // Timers left by the last call are dropped with the rest of its state.
+            self.store.data_mut().timers.clear();
+        }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        self.store.data_mut().deadline = deadline;
+        self._ticker = arm_deadline_at(&mut self.store, deadline);
+        if snapshot.globals.len() == self.globals.len() && !self.globals.is_empty() {
+            for (i, (g, v)) in self.globals.iter().zip(&snapshot.globals).enumerate() {
+                if g.ty(&self.store).mutability() == wasmtime::Mutability::Var {
+                    g.set(&mut self.store, *v)
+                        .map_err(|_| Unsnapshottable::Global(i))?;
+                }
+            }
+        } else {
+            let sp = self.sp()?;
+            if sp != snapshot.sp {
+                return Err(Unsnapshottable::Moved {
+                    now: sp,
+                    snapshot: snapshot.sp,
+                });
+            }
+        }
+        let Some(mem) = self.store.data().mem else {
+            return Err(Unsnapshottable::Memory);
+        };
+        let data = mem.data_mut(&mut self.store);
+        let (head, tail) = data
+            .split_at_mut_checked(snapshot.memory.len())
+            .ok_or(Unsnapshottable::Memory)?;
+        head.copy_from_slice(&snapshot.memory);
+        tail.fill(0);
+        let mut copier = HeapCopier::new();
+        let values = copier.values(&snapshot.values);
+        let global = copier.obj(&snapshot.global);
+        let go = copier.obj(&snapshot.go);
+        copier.finish();
+        let st = self.store.data_mut();
+        st.values = values;
+        st.global = global;
+        st.go = go;
+        st.next_timer = snapshot.next_timer;
+        st.stdin = stdin;
+        st.stdin_pos = 0;
+        st.stdout = snapshot.stdout.clone();
+        st.stderr = snapshot.stderr.clone();
+        Ok(())
+    }
+
+    fn check_paused(&self) -> Result<(), Unsnapshottable> {
+        let st = self.store.data();
+        if st.exited.is_some() {
+            return Err(Unsnapshottable::Exited);
+        }
+        if st.depth > 0 {
+            return Err(Unsnapshottable::InCall);
+        }
+        Ok(())
+    }
+
+    fn sp(&mut self) -> Result<i32, Unsnapshottable> {
+        let Some(getsp) = self.store.data().getsp.clone() else {
+            return Err(Unsnapshottable::GetSp("no getsp export".into()));
+        };
+        getsp
+            .call(&mut self.store, ())
+            .map_err(|e| Unsnapshottable::GetSp(format!("{e:#}")))
     }
 
     /// The exit code, once the program has exited.

@@ -19,8 +19,10 @@
 
 mod host;
 mod instance;
+pub mod instrument;
 pub mod value;
 
 pub use host::{GoExited, GoState, HostFault, IMPORT_MODULES, OutputCapHit};
-pub use instance::{GoInstance, GoJsError, GoOptions, is_go_js};
+pub use instance::{GoInstance, GoJsError, GoOptions, Snapshot, Unsnapshottable, is_go_js};
+pub use instrument::export_globals;
 pub use value::Value;

@@ -653,6 +653,98 @@ impl Values {
     }
 }
 
+/// Deep copies of a JS heap that keep its shape: an object reachable twice is copied once, and
+/// cycles are kept. Used to snapshot and restore a Go program's JS state.
+#[derive(Default)]
+pub struct HeapCopier {
+    copies: HashMap<usize, Obj>,
+    pending: Vec<(Obj, Obj)>,
+}
+
+impl HeapCopier {
+    /// A copier with no objects copied yet.
+    pub fn new() -> HeapCopier {
+        HeapCopier::default()
+    }
+
+    /// The copy of `o` (made empty now, filled by [`HeapCopier::finish`]).
+    pub fn obj(&mut self, o: &Obj) -> Obj {
+        if let Some(copy) = self.copies.get(&o.key()) {
+            return copy.clone();
+        }
+        let copy = Obj::new(ObjKind::Plain);
+        self.copies.insert(o.key(), copy.clone());
+        self.pending.push((o.clone(), copy.clone()));
+        copy
+    }
+
+    /// The copy of `v` (objects are copied; primitives and strings are immutable and shared).
+    pub fn value(&mut self, v: &Value) -> Value {
+        match v {
+            Value::Object(o) => Value::Object(self.obj(o)),
+            other => other.clone(),
+        }
+    }
+
+    /// Copies the contents of every object reached so far, and of what they reach (iteratively:
+    /// a deep object graph cannot overflow the stack).
+    pub fn finish(&mut self) {
+        while let Some((old, copy)) = self.pending.pop() {
+            let (kind, props) = {
+                let data = old.borrow();
+                let kind = match &data.kind {
+                    ObjKind::Plain => ObjKind::Plain,
+                    ObjKind::Array(items) => {
+                        ObjKind::Array(items.iter().map(|v| self.value(v)).collect())
+                    }
+                    ObjKind::Bytes(b) => ObjKind::Bytes(b.clone()),
+                    ObjKind::Function(c) => ObjKind::Function(c.clone()),
+                    ObjKind::Error => ObjKind::Error,
+                    ObjKind::Date(ms) => ObjKind::Date(*ms),
+                };
+                let props: IndexMap<String, Value> = data
+                    .props
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.value(v)))
+                    .collect();
+                (kind, props)
+            };
+            let mut data = copy.borrow_mut();
+            data.kind = kind;
+            data.props = props;
+        }
+    }
+
+    /// A copy of the reference table whose objects are this copier's copies (same ids, same
+    /// reference counts, same free list). Call [`HeapCopier::finish`] afterwards.
+    pub fn values(&mut self, values: &Values) -> Values {
+        let mut objects = HashMap::with_capacity(values.objects.len());
+        let slots = values
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(id, slot)| {
+                slot.as_ref().map(|s| {
+                    let value = self.value(&s.value);
+                    if let Value::Object(o) = &value {
+                        objects.insert(o.key(), id as u32);
+                    }
+                    Slot {
+                        value,
+                        refs: s.refs,
+                    }
+                })
+            })
+            .collect();
+        Values {
+            slots,
+            strings: values.strings.clone(),
+            objects,
+            pool: values.pool.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

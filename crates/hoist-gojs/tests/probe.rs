@@ -51,6 +51,28 @@ fn probe() -> Option<&'static (FlightEngine, wasmtime::Module)> {
         .as_ref()
 }
 
+/// The probe with its globals exported (`hoist_gojs::export_globals`), for snapshots.
+fn probe_with_globals() -> Option<&'static wasmtime::Module> {
+    static MODULE: OnceLock<Option<wasmtime::Module>> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let (engine, _) = probe()?;
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gojs-probe.wasm");
+            let wasm = std::fs::read(out).expect("read probe");
+            let rewritten = hoist_gojs::export_globals(&wasm).expect("a Go module has globals");
+            Some(wasmtime::Module::new(engine.engine(), rewritten).expect("compile"))
+        })
+        .as_ref()
+}
+
+fn start_module(module: &wasmtime::Module, options: GoOptions) -> Option<GoInstance> {
+    let (engine, _) = probe()?;
+    let mut go =
+        GoInstance::start(engine.engine(), module, "gojs-probe", options).expect("start probe");
+    go.run_until(Some("exits")).expect("run timers");
+    Some(go)
+}
+
 fn start(options: GoOptions) -> Option<GoInstance> {
     let (engine, module) = probe()?;
     let mut go =
@@ -229,4 +251,103 @@ fn non_go_modules_are_refused() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("runtime.fancyNew"), "{e}");
+}
+
+/// A snapshot taken after `main` registered its functions puts the instance back into that
+/// state: Go globals, JS objects Go holds, the JS global object, memory grown since, and
+/// output buffers are all as after a fresh start, call after call.
+#[test]
+fn a_restored_snapshot_is_a_fresh_start_for_every_call() {
+    let Some(module) = probe_with_globals() else {
+        return;
+    };
+    let Some(mut go) = start_module(module, GoOptions::default()) else {
+        return;
+    };
+    let snap = go.snapshot().expect("snapshot after main");
+    assert!(snap.memory_bytes() >= go.memory_size().min(1 << 20));
+    let live = go.live_values();
+    // Without a restore, state carries over.
+    assert_eq!(
+        call(&mut go, "counter", vec![Value::string("a")]),
+        "1:a:none"
+    );
+    assert_eq!(call(&mut go, "counter", vec![Value::string("b")]), "2:b:a");
+    assert!(go.global("lastCounter").as_object().is_some());
+    // Grow memory so that the restore must clear what the call left beyond the snapshot.
+    call(
+        &mut go,
+        "grow",
+        vec![Value::Number(24.0), Value::string("g")],
+    );
+    assert!(go.memory_size() > snap.memory_bytes());
+    for i in 0..20 {
+        go.restore(&snap, Vec::new()).expect("restore");
+        assert!(matches!(go.global("lastCounter"), Value::Undefined));
+        assert_eq!(
+            go.live_values(),
+            live,
+            "the reference table is the snapshot's"
+        );
+        let arg = format!("x{i}");
+        assert_eq!(
+            call(&mut go, "counter", vec![Value::string(&arg)]),
+            format!("1:{arg}:none")
+        );
+        assert_eq!(String::from_utf8(go.take_stderr()).unwrap(), "counter 1\n");
+    }
+    // Every function gives what it gives on a fresh start, timers and memory growth included.
+    let Some(mut fresh) = start(GoOptions::default()) else {
+        return;
+    };
+    for (name, args) in [
+        ("values", vec![]),
+        ("throws", vec![]),
+        ("sleepy", vec![]),
+        ("echo", vec![Value::string("same")]),
+        (
+            "grow",
+            vec![Value::Number(40.0), Value::string("after restore")],
+        ),
+    ] {
+        go.restore(&snap, Vec::new()).expect("restore");
+        let got = call(&mut go, name, args.clone());
+        let want = call(&mut fresh, name, args);
+        assert_eq!(got, want, "{name}");
+        assert_eq!(go.take_stdout(), fresh.take_stdout(), "{name} stdout");
+        assert_eq!(go.take_stderr(), fresh.take_stderr(), "{name} stderr");
+    }
+    // An exit ends it: the instance cannot be restored, nor snapshotted.
+    go.restore(&snap, Vec::new()).expect("restore");
+    assert!(go.call("exits", vec![Value::Number(4.0)]).is_err());
+    assert_eq!(
+        go.restore(&snap, Vec::new()).unwrap_err(),
+        hoist_gojs::Unsnapshottable::Exited
+    );
+    assert_eq!(
+        go.snapshot().unwrap_err(),
+        hoist_gojs::Unsnapshottable::Exited
+    );
+}
+
+/// Without exported globals a snapshot is restored only where Go paused at the same stack
+/// pointer; a call that grew the handler goroutine's stack moves it, and the restore refuses.
+#[test]
+fn without_exported_globals_a_moved_stack_refuses_the_restore() {
+    let Some(mut go) = start(GoOptions::default()) else {
+        return;
+    };
+    let snap = go.snapshot().expect("snapshot after main");
+    assert_eq!(
+        call(&mut go, "counter", vec![Value::string("a")]),
+        "1:a:none"
+    );
+    match go.restore(&snap, Vec::new()) {
+        Err(hoist_gojs::Unsnapshottable::Moved { .. }) => {}
+        Ok(()) => assert_eq!(
+            call(&mut go, "counter", vec![Value::string("b")]),
+            "1:b:none"
+        ),
+        Err(e) => panic!("unexpected: {e}"),
+    }
 }

@@ -34,6 +34,23 @@ func main() {
 	}
 
 	g := js.Global()
+	// State that carries over from call to call (a Go global and a JS object Go keeps a
+	// reference to): a restored snapshot must reset both.
+	count := 0
+	last := js.Undefined()
+	g.Set("counter", js.FuncOf(func(this js.Value, args []js.Value) any {
+		count++
+		prev := "none"
+		if !last.IsUndefined() {
+			prev = last.Get("arg").String()
+		}
+		o := js.Global().Get("Object").New()
+		o.Set("arg", args[0])
+		last = o
+		js.Global().Set("lastCounter", o)
+		fmt.Fprintf(os.Stderr, "counter %d\n", count)
+		return fmt.Sprintf("%d:%s:%s", count, args[0].String(), prev)
+	}))
 	g.Set("echo", js.FuncOf(func(this js.Value, args []js.Value) any {
 		// Writes to stdout and stderr from inside a handler re-enter the host (fs.write
 		// calls back into Go synchronously).
