@@ -970,3 +970,272 @@ fn render_policy_gate_admits_or_writes_nothing() {
     let kf = read_docs(&pkg.join("db/Kptfile"));
     assert!(kf[0]["metadata"].get("labels").is_none());
 }
+
+/// A Kptfile `tag:` semver constraint resolves by listing the registry's tags (kpt's
+/// behaviour): the highest satisfying tag runs. Different functions are pushed under
+/// different tags of one repository, so the output shows which tag was chosen; a constraint
+/// no tag satisfies fails with the tags the registry has, and writes nothing.
+#[test]
+fn semver_tag_constraints_resolve_against_the_registry_tags() {
+    let Some(dir) = functions() else { return };
+    let Some(registry) = required_env(
+        "HOIST_TEST_REGISTRY",
+        "start a registry with `eval \"$(scripts/registry start)\"`",
+    ) else {
+        return;
+    };
+    let registry = registry.display().to_string();
+    let hoist = Hoist::new();
+    let run = format!(
+        "semver-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let repo = format!("{registry}/{run}/picker");
+    // set-namespace sets metadata.namespace from configMap.namespace; set-annotations turns
+    // every configMap entry into an annotation: the result tells them apart.
+    for (file, tag) in [
+        ("set-annotations.wasip1.wasm", "v0.3.0"),
+        ("set-namespace.wasm", "v0.4.1"),
+        ("set-annotations.wasip1.wasm", "v0.4.9-rc.1"),
+        ("set-annotations.wasip1.wasm", "v1.0.0"),
+        ("set-namespace.wasm", "v1.2.0"),
+        ("set-annotations.wasip1.wasm", "latest"),
+    ] {
+        let module = function(&dir, file);
+        let out = hoist.run(&["fn", "push", &module, &format!("{repo}:{tag}")], b"");
+        assert!(out.status.success(), "push {tag}: {}", stderr(&out));
+    }
+    let render = |constraint: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("pkg");
+        write_files(
+            &pkg,
+            &[
+                (
+                    "Kptfile",
+                    &format!(
+                        "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: pkg\npipeline:\n  mutators:\n    - image: {repo}\n      tag: \"{constraint}\"\n      configMap:\n        namespace: picked\n"
+                    ),
+                ),
+                (
+                    "cm.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  a: b\n",
+                ),
+            ],
+        );
+        let out = hoist
+            .cmd()
+            .args(["fn", "render", pkg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let cm = std::fs::read_to_string(pkg.join("cm.yaml")).unwrap();
+        (out, cm, tmp)
+    };
+    // ~0.4 -> v0.4.1 (the pre-release v0.4.9-rc.1 does not count): set-namespace.
+    let (out, cm, _t) = render("~0.4");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = &yaml_docs(&cm)[0];
+    assert_eq!(doc["metadata"]["namespace"], "picked", "{cm}");
+    assert!(
+        doc["metadata"]["annotations"].get("namespace").is_none(),
+        "{cm}"
+    );
+    // >=0.2, <1 -> v0.4.1 too; ^1.0 -> v1.2.0 (set-namespace); >=1, <1.1 -> v1.0.0.
+    for (constraint, namespace_set) in [(">=0.2, <1", true), ("^1.0", true), (">=1, <1.1", false)] {
+        let (out, cm, _t) = render(constraint);
+        assert!(out.status.success(), "{constraint}: {}", stderr(&out));
+        let doc = &yaml_docs(&cm)[0];
+        if namespace_set {
+            assert_eq!(doc["metadata"]["namespace"], "picked", "{constraint}: {cm}");
+        } else {
+            assert!(
+                doc["metadata"].get("namespace").is_none(),
+                "{constraint}: {cm}"
+            );
+            assert_eq!(
+                doc["metadata"]["annotations"]["namespace"], "picked",
+                "{constraint}: {cm}"
+            );
+        }
+    }
+    // Nothing satisfies >=2: a clear error that lists what the registry has; nothing written.
+    let (out, cm, _t) = render(">=2");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    for want in [">=2", "no tag of", &repo, "v0.3.0", "v1.2.0", "latest"] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    assert!(!cm.contains("picked"), "{cm}");
+}
+
+/// A tree whose packages each set an annotation saying which package's pipeline ran last on
+/// them: `pkg` with subpackages `a` (with `a/c`) and `b`.
+fn order_tree(bfs: bool) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("pkg");
+    let kptfile = |name: &str, annotations: &str| {
+        format!(
+            "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: {name}\n{annotations}pipeline:\n  mutators:\n    - image: set-annotations:v0.1.4\n      configMap:\n        last: {name}\n"
+        )
+    };
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+    };
+    let root_annotations = if bfs {
+        "  annotations:\n    kpt.dev/bfs-rendering: \"true\"\n"
+    } else {
+        ""
+    };
+    write_files(
+        &pkg,
+        &[
+            ("Kptfile", &kptfile("pkg", root_annotations)),
+            ("cm.yaml", &cm("root")),
+            ("a/Kptfile", &kptfile("a", "")),
+            ("a/cm.yaml", &cm("a")),
+            ("a/c/Kptfile", &kptfile("c", "")),
+            ("a/c/cm.yaml", &cm("c")),
+            ("b/Kptfile", &kptfile("b", "")),
+            ("b/cm.yaml", &cm("b")),
+        ],
+    );
+    (tmp, pkg)
+}
+
+/// `kpt.dev/bfs-rendering: "true"` on the root Kptfile: packages render top-down,
+/// breadth-first (pkg, pkg/a, pkg/b, pkg/a/c), each pipeline on its package and its
+/// descendants; without it, depth-first post-order (pkg/a/c, pkg/a, pkg/b, pkg).
+#[test]
+fn bfs_rendering_runs_parents_first_breadth_first() {
+    let Some(dir) = functions() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let map = image_map(tmp.path(), &dir);
+    let last = |pkg: &Path, rel: &str| -> String {
+        let doc = &read_docs(&pkg.join(rel))[0];
+        doc["metadata"]["annotations"]["last"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{rel}: {doc}"))
+            .to_string()
+    };
+    let order = |err: &str| -> Vec<String> {
+        err.lines()
+            .filter_map(|l| l.strip_prefix("Package \""))
+            .map(|l| l.split('"').next().unwrap().to_string())
+            .collect()
+    };
+    // Depth-first: the root runs last and its annotation wins everywhere.
+    let (_t, pkg) = order_tree(false);
+    let out = render_with_map(&map, &pkg, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(order(&err), ["pkg/a/c", "pkg/a", "pkg/b", "pkg"], "{err}");
+    for rel in ["cm.yaml", "a/cm.yaml", "a/c/cm.yaml", "b/cm.yaml"] {
+        assert_eq!(last(&pkg, rel), "pkg", "{rel}");
+    }
+    // Breadth-first: each package's own pipeline runs last on it.
+    let (_t, pkg) = order_tree(true);
+    let out = render_with_map(&map, &pkg, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(order(&err), ["pkg", "pkg/a", "pkg/b", "pkg/a/c"], "{err}");
+    assert!(
+        err.contains("Successfully executed 4 function(s) in 4 package(s)."),
+        "{err}"
+    );
+    for (rel, want) in [
+        ("cm.yaml", "pkg"),
+        ("a/cm.yaml", "a"),
+        ("a/c/cm.yaml", "c"),
+        ("b/cm.yaml", "b"),
+    ] {
+        assert_eq!(last(&pkg, rel), want, "{rel}");
+    }
+    // The subpackages' Kptfiles were seen (and annotated) by the parents' pipelines.
+    let kf = &read_docs(&pkg.join("a/c/Kptfile"))[0];
+    assert_eq!(kf["metadata"]["annotations"]["last"], "c");
+}
+
+/// The post-`main` snapshot: rendering a tree where one js/wasm function runs on every
+/// package gives byte-identical files and results with and without the snapshot
+/// (`HOIST_GOJS_SNAPSHOT=0`), and with it Go's start-up runs once (the other calls restore).
+#[test]
+fn js_function_snapshots_give_the_same_render_as_fresh_starts() {
+    let Some(dir) = functions() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let map = image_map(tmp.path(), &dir);
+    let make = |name: &str| {
+        let pkg = tmp.path().join(name);
+        let mut files = vec![(
+            "Kptfile".to_string(),
+            "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: tree\npipeline:\n  mutators:\n    - image: set-namespace:v0.4.1\n      configMap:\n        namespace: top\n".to_string(),
+        )];
+        for i in 0..6 {
+            files.push((
+                format!("p{i}/Kptfile"),
+                format!("apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: p{i}\npipeline:\n  mutators:\n    - image: set-namespace:v0.4.1\n      configMap:\n        namespace: ns-{i}\n"),
+            ));
+            files.push((
+                format!("p{i}/deploy.yaml"),
+                format!("# package {i}\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d{i} # keep\n  namespace: old\nspec:\n  replicas: {i}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n"),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        write_files(&pkg, &refs);
+        pkg
+    };
+    let snap = make("snap");
+    let fresh = make("fresh");
+    let results_snap = tmp.path().join("results-snap");
+    let results_fresh = tmp.path().join("results-fresh");
+    let run = |pkg: &Path, results: &Path, snapshot: &str| {
+        Hoist::new()
+            .cmd()
+            .env("HOIST_FN_IMAGE_MAP", &map)
+            .env("HOIST_GOJS_SNAPSHOT", snapshot)
+            .env("HOIST_LOG", "hoist_krm=debug")
+            .args(["fn", "render", pkg.to_str().unwrap(), "--results-dir"])
+            .arg(results)
+            .output()
+            .unwrap()
+    };
+    let a = run(&snap, &results_snap, "1");
+    let b = run(&fresh, &results_fresh, "0");
+    let (ea, eb) = (stderr(&a), stderr(&b));
+    assert!(a.status.success(), "{ea}");
+    assert!(b.status.success(), "{eb}");
+    // 7 calls of one module: a plain start, a start of the snapshot-ready form (snapshotted),
+    // and 5 restores.
+    assert_eq!(ea.matches("took the post-main snapshot").count(), 1, "{ea}");
+    assert_eq!(
+        ea.matches("restored the post-main snapshot").count(),
+        5,
+        "{ea}"
+    );
+    assert_eq!(
+        eb.matches("restored the post-main snapshot").count(),
+        0,
+        "{eb}"
+    );
+    for i in 0..6 {
+        let rel = format!("p{i}/deploy.yaml");
+        let x = std::fs::read_to_string(snap.join(&rel)).unwrap();
+        let y = std::fs::read_to_string(fresh.join(&rel)).unwrap();
+        assert_eq!(x, y, "{rel}");
+        assert!(x.contains("namespace: top") && x.contains("# keep"), "{x}");
+    }
+    let strip_status = |p: &Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        text.replace("fresh", "snap")
+    };
+    assert_eq!(
+        strip_status(&results_snap.join("results.yaml")),
+        strip_status(&results_fresh.join("results.yaml"))
+    );
+}

@@ -1,12 +1,12 @@
 //! Running functions on items: one step (selection, ids, run, merge), `fn eval` and
 //! `fn render`, with kpt's console output.
 
-use crate::function::{self, FnLimits, FnOutput, FnRunError};
+use crate::function::{self, FnLimits, FnOutput, FnRunError, SnapshotSource};
 use crate::kptfile::{self, FunctionSpec, Pipeline};
 use crate::package::{self, Originals, PackageError};
 use crate::resource_list::{self as rl, FnResult, ID, LEGACY_ID, ResourceList};
 use crate::selector::{self, Selector};
-use hoist_modules::{Digests, ModulePipeline};
+use hoist_modules::{Digests, FlightEngine, LoadedModule, ModulePipeline};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,6 +107,82 @@ impl Runner {
         format!("oci://{}", self.mirrors.rewrite(&full))
     }
 
+    /// Resolves a Kptfile `tag:` semver constraint as kpt does: lists the tags of `image`'s
+    /// repository (short names get the image prefix, registry mirrors apply) and returns
+    /// `image:TAG` for the highest tag that satisfies it. An image mapped by
+    /// `HOIST_FN_IMAGE_MAP` is returned as is (the map ignores tags).
+    pub fn resolve_tag_constraint(&self, image: &str, constraint: &str) -> Result<String, String> {
+        let full = if image.contains('/') {
+            image.to_string()
+        } else {
+            format!("{}{image}", self.image_prefix)
+        };
+        let name = strip_tag(&full);
+        if self.image_map.contains_key(&name) || self.image_map.contains_key(&strip_tag(image)) {
+            return Ok(image.to_string());
+        }
+        let repository = self.mirrors.rewrite(&name);
+        let options = self.modules.options();
+        let pull = hoist_oci::PullOptions {
+            insecure: options.insecure,
+            offline: options.offline,
+            ..hoist_oci::PullOptions::default()
+        };
+        let tags = crate::images::list_tags(&repository, &pull).map_err(|e| {
+            format!(
+                "function {image}: tag {constraint:?} is a semver constraint, and the tags of {repository} could not be listed: {e} (pin a tag, e.g. tag: v0.4.1, to run without listing)"
+            )
+        })?;
+        match crate::images::resolve_constraint(constraint, &tags) {
+            Some(tag) => {
+                tracing::info!(image, constraint, tag = %tag, "resolved a semver tag constraint");
+                Ok(format!("{image}:{tag}"))
+            }
+            None => {
+                let shown: Vec<&str> = tags.iter().take(50).map(String::as_str).collect();
+                Err(format!(
+                    "function {image}: no tag of {repository} satisfies the semver constraint {constraint:?}; the registry has {}{} (change the constraint or push a matching tag)",
+                    if shown.is_empty() {
+                        "no tags".to_string()
+                    } else {
+                        format!("tags: {}", shown.join(", "))
+                    },
+                    if tags.len() > shown.len() {
+                        format!(" and {} more", tags.len() - shown.len())
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+        }
+    }
+
+    /// The snapshot-ready form of the Go js/wasm function at `location` (SHA-256 `digest`):
+    /// the module with its globals exported, from the compiled-module cache (keyed by the
+    /// original's digest) or rewritten from its bytes and compiled.
+    fn snapshot_ready<'a>(
+        &'a self,
+        engine: &'a FlightEngine,
+        location: &str,
+        digest: &str,
+        what: &str,
+    ) -> Option<(&'a FlightEngine, LoadedModule)> {
+        let key = hoist_modules::Sha256Digest::of(
+            format!("hoist-gojs export_globals v1 of {digest}").as_bytes(),
+        )
+        .to_hex();
+        if let Some(m) = engine.load_cached(&key) {
+            return Some((engine, m));
+        }
+        let full = self.modules.load(location, Digests::WithBytes).ok()?;
+        let rewritten = hoist_gojs::export_globals(full.wasm.as_deref()?)?;
+        let loaded = full
+            .engine
+            .load(&rewritten, &key, &format!("{what} (snapshot-ready)"))
+            .ok()?;
+        Some((full.engine, loaded))
+    }
+
     /// Runs `f` on the serialized ResourceList `input`. `base` resolves relative exec paths.
     pub fn run(&self, f: &FnRef, input: &[u8], base: &Path) -> Result<FnOutput, StepError> {
         match f {
@@ -119,9 +195,15 @@ impl Runner {
                             function: image.clone(),
                             message: load_hint(image, &location, &e.to_string()),
                         })?;
-                Ok(function::run_wasm(
+                let digest = ready.info.sha256.to_hex();
+                let instrumented = || self.snapshot_ready(ready.engine, &location, &digest, image);
+                Ok(function::run_wasm_keyed(
                     ready.engine,
                     &ready.loaded,
+                    Some(&SnapshotSource {
+                        digest: &digest,
+                        instrumented: &instrumented,
+                    }),
                     image,
                     input,
                     self.limits,
@@ -141,9 +223,16 @@ impl Runner {
                             message: e.to_string(),
                         }
                     })?;
-                    return Ok(function::run_wasm(
+                    let digest = ready.info.sha256.to_hex();
+                    let instrumented =
+                        || self.snapshot_ready(ready.engine, &path_str, &digest, program);
+                    return Ok(function::run_wasm_keyed(
                         ready.engine,
                         &ready.loaded,
+                        Some(&SnapshotSource {
+                            digest: &digest,
+                            instrumented: &instrumented,
+                        }),
                         program,
                         input,
                         self.limits,
@@ -182,7 +271,7 @@ fn strip_tag(r: &str) -> String {
     let r = r.split('@').next().unwrap_or(r);
     if has_tag(r) {
         match r.rfind(':') {
-            Some(i) => r[..i].to_string(),
+            Some(i) => r.get(..i).unwrap_or(r).to_string(),
             None => r.to_string(),
         }
     } else {
@@ -249,7 +338,7 @@ fn block(out: &mut dyn Write, title: &str, lines: &[String], opts: PrintOptions)
         return;
     }
     let shown = if opts.truncate && lines.len() > MAX_LINES {
-        &lines[..MAX_LINES]
+        lines.get(..MAX_LINES).unwrap_or(lines)
     } else {
         lines
     };
@@ -321,7 +410,8 @@ pub fn run_step(
     let chosen = selector::select(items, selectors, exclude);
     let mut input_items = Vec::with_capacity(chosen.len());
     for (n, &i) in chosen.iter().enumerate() {
-        let mut item = items[i].clone();
+        let Some(item) = items.get(i) else { continue };
+        let mut item = item.clone();
         rl::set_annotation(&mut item, ID, &n.to_string());
         rl::set_annotation(&mut item, LEGACY_ID, &n.to_string());
         input_items.push(item);
@@ -397,13 +487,15 @@ pub fn run_step(
             .or_else(|| rl::annotation(&item, LEGACY_ID))
             .and_then(|s| s.parse::<usize>().ok())
             .filter(|n| *n < chosen.len());
-        let before = id.map(|n| {
-            let orig = &items[chosen[n]];
-            (
-                rl::annotation(orig, rl::PATH).unwrap_or("").to_string(),
-                rl::annotation(orig, rl::INDEX).unwrap_or("").to_string(),
-            )
-        });
+        let before = id
+            .and_then(|n| chosen.get(n))
+            .and_then(|&c| items.get(c))
+            .map(|orig| {
+                (
+                    rl::annotation(orig, rl::PATH).unwrap_or("").to_string(),
+                    rl::annotation(orig, rl::INDEX).unwrap_or("").to_string(),
+                )
+            });
         // Matched to its input by id: a function that dropped the path/index annotations
         // (command-style programs often do) keeps the input's place in the package.
         if let Some((p, i)) = before.as_ref() {
@@ -424,8 +516,8 @@ pub fn run_step(
             ordered.push(item);
             continue;
         }
-        match id {
-            Some(n) => by_input.entry(chosen[n]).or_default().push(item),
+        match id.and_then(|n| chosen.get(n)) {
+            Some(&c) => by_input.entry(c).or_default().push(item),
             None => fresh.push(item),
         }
     }
@@ -579,7 +671,8 @@ pub struct Rendered {
     pub packages: usize,
 }
 
-/// `fn render`: hydrates the package at `root` depth-first (subpackages first, sorted), each
+/// `fn render`: hydrates the package at `root` depth-first (subpackages first, sorted), or
+/// top-down breadth-first when the root Kptfile has `kpt.dev/bfs-rendering: "true"`, each
 /// package's mutators then validators running on its resources and its subpackages' output.
 pub fn render(
     runner: &Runner,
@@ -601,7 +694,15 @@ pub fn render(
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| ".".into());
-    let r = hydrate(runner, root, "", &root_name, &mut st, out, print);
+    let bfs = std::fs::read_to_string(root.join(package::KPTFILE))
+        .ok()
+        .and_then(|text| crate::yaml::parse_one(&text).ok())
+        .is_some_and(|k| rl::annotation(&k, BFS_RENDERING) == Some("true"));
+    let r = if bfs {
+        hydrate_bfs(runner, root, &root_name, &mut st, out, print)
+    } else {
+        hydrate(runner, root, "", &root_name, &mut st, out, print)
+    };
     match r {
         Ok(items) => {
             st.items = items;
@@ -656,13 +757,112 @@ fn hydrate(
         }
     }
     st.packages += 1;
-    let pipeline =
-        Pipeline::from_kptfile(&kptfile).map_err(|message| RenderError::BadPipeline {
-            package: display.clone(),
-            message,
-        })?;
+    match run_pipeline(
+        runner, &dir, &prefix, &display, &kptfile, &mut items, st, out, print,
+    ) {
+        Ok(()) => Ok(items),
+        Err(e) => {
+            st.items = items;
+            Err(e)
+        }
+    }
+}
+
+/// Reads every package of the tree at `root` (paths relative to the root), and lists the
+/// packages breadth-first: the root, its direct subpackages (sorted), theirs, and so on.
+fn read_tree(
+    root: &Path,
+    originals: &mut Originals,
+) -> Result<(Vec<Value>, Vec<String>), RenderError> {
+    let mut items = Vec::new();
+    let mut order = Vec::new();
+    let mut queue = std::collections::VecDeque::from([String::new()]);
+    while let Some(rel) = queue.pop_front() {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        items.extend(package::read_package(&dir, false, &prefix, originals)?);
+        for sub in package::direct_subpackages(&dir)? {
+            queue.push_back(format!("{prefix}{sub}"));
+        }
+        order.push(rel);
+    }
+    Ok((items, order))
+}
+
+/// `kpt.dev/bfs-rendering: "true"` on the root Kptfile: packages render top-down,
+/// breadth-first, each pipeline seeing its package's resources and all its descendants' (as
+/// the packages above have left them).
+fn hydrate_bfs(
+    runner: &Runner,
+    root: &Path,
+    root_name: &str,
+    st: &mut Rendered,
+    out: &mut dyn Write,
+    print: PrintOptions,
+) -> Result<Vec<Value>, RenderError> {
+    let (mut all, order) = read_tree(root, &mut st.originals)?;
+    for rel in order {
+        let (dir, prefix, display) = if rel.is_empty() {
+            (root.to_path_buf(), String::new(), root_name.to_string())
+        } else {
+            (
+                root.join(&rel),
+                format!("{rel}/"),
+                format!("{root_name}/{rel}"),
+            )
+        };
+        // This package and everything below it, in their current order.
+        let (mut scope, rest): (Vec<Value>, Vec<Value>) = all
+            .into_iter()
+            .partition(|i| package::path_and_index(i).0.starts_with(&prefix));
+        let kptfile_path = format!("{prefix}{}", package::KPTFILE);
+        let kptfile = scope
+            .iter()
+            .find(|i| rl::annotation(i, rl::PATH) == Some(kptfile_path.as_str()))
+            .cloned()
+            .unwrap_or(Value::Null);
+        st.packages += 1;
+        let r = run_pipeline(
+            runner, &dir, &prefix, &display, &kptfile, &mut scope, st, out, print,
+        );
+        all = rest;
+        all.append(&mut scope);
+        if let Err(e) = r {
+            st.items = all;
+            return Err(e);
+        }
+    }
+    Ok(all)
+}
+
+/// Runs one package's pipeline (mutators, then validators) on `items` (its resources and its
+/// subpackages'); on failure `items` keeps what the last successful mutator left.
+#[allow(clippy::too_many_arguments)]
+fn run_pipeline(
+    runner: &Runner,
+    dir: &Path,
+    prefix: &str,
+    display: &str,
+    kptfile: &Value,
+    items: &mut Vec<Value>,
+    st: &mut Rendered,
+    out: &mut dyn Write,
+    print: PrintOptions,
+) -> Result<(), RenderError> {
+    let pipeline = Pipeline::from_kptfile(kptfile).map_err(|message| RenderError::BadPipeline {
+        package: display.to_string(),
+        message,
+    })?;
     if pipeline.is_empty() {
-        return Ok(items);
+        return Ok(());
     }
     let _ = writeln!(out, "Package \"{display}\": ");
     for (validator, spec) in pipeline
@@ -671,18 +871,19 @@ fn hydrate(
         .map(|m| (false, m))
         .chain(pipeline.validators.iter().map(|v| (true, v)))
     {
-        let config = function_config(spec, &items, &prefix, &display)?;
+        let config = function_config(spec, items, prefix, display)?;
         let f = match (&spec.image, &spec.exec) {
             (Some(image), _) => FnRef::Image(match &spec.tag {
-                Some(tag) if crate::images::is_constraint(tag) => {
-                    let e = RenderError::BadPipeline {
-                        package: display.clone(),
-                        message: format!(
-                            "function {image}: tag {tag:?} is a semver constraint; hoist cannot list registry tags yet, so pin a tag (e.g. tag: v0.4.1) or put the tag in the image"
-                        ),
-                    };
-                    st.items = items;
-                    return Err(e);
+                Some(tag) if crate::images::is_constraint(tag) && !has_tag(image) => {
+                    match runner.resolve_tag_constraint(image, tag) {
+                        Ok(resolved) => resolved,
+                        Err(message) => {
+                            return Err(RenderError::BadPipeline {
+                                package: display.to_string(),
+                                message,
+                            });
+                        }
+                    }
                 }
                 Some(tag) if !has_tag(image) => format!("{image}:{tag}"),
                 _ => image.clone(),
@@ -702,7 +903,7 @@ fn hydrate(
             spec.display()
         );
         // The function sees paths relative to its own package.
-        let local: Vec<Value> = items.iter().map(|i| relocate(i, &prefix, "")).collect();
+        let local: Vec<Value> = items.iter().map(|i| relocate(i, prefix, "")).collect();
         let (result, rec) = run_step(
             runner,
             &f,
@@ -710,7 +911,7 @@ fn hydrate(
             config,
             &spec.selectors,
             &spec.exclude,
-            &dir,
+            dir,
         );
         let mut rec = rec;
         rec.validator = validator;
@@ -720,9 +921,8 @@ fn hydrate(
         let new_items = match result {
             Ok(new_items) => new_items,
             Err(message) => {
-                st.items = items;
                 return Err(RenderError::Function {
-                    package: display.clone(),
+                    package: display.to_string(),
                     message,
                 });
             }
@@ -733,16 +933,13 @@ fn hydrate(
         let mut back = Vec::with_capacity(new_items.len());
         for item in new_items {
             let (p, _) = package::path_and_index(&item);
-            if let Err(e) = package::check_inside(&item, &p, &display) {
-                st.items = items;
-                return Err(e.into());
-            }
-            back.push(relocate(&item, "", &prefix));
+            package::check_inside(&item, &p, display)?;
+            back.push(relocate(&item, "", prefix));
         }
-        items = back;
+        *items = back;
     }
     let _ = writeln!(out);
-    Ok(items)
+    Ok(())
 }
 
 /// Rewrites an item's path annotations from prefix `from` to prefix `to`.
@@ -805,6 +1002,9 @@ pub const SAVE_ON_RENDER_FAILURE: &str = "kpt.dev/save-on-render-failure";
 pub fn save_on_render_failure(kptfile: &Value) -> bool {
     rl::annotation(kptfile, SAVE_ON_RENDER_FAILURE) == Some("true")
 }
+
+/// The root Kptfile annotation that makes `fn render` go top-down, breadth-first.
+pub const BFS_RENDERING: &str = "kpt.dev/bfs-rendering";
 
 /// kpt's `status` for the root Kptfile after a render: `conditions` (one `Rendered`
 /// condition) and `renderStatus` (every mutation and validation step; an `errorSummary` on

@@ -1,8 +1,9 @@
 //! Running one KRM function on a ResourceList: Go js/wasm (function or command style), WASI
 //! preview 1, or a native program (`--exec`).
 
-use hoist_gojs::{GoInstance, GoJsError, GoOptions, Value as JsValue};
+use hoist_gojs::{GoInstance, GoJsError, GoOptions, Snapshot, Value as JsValue};
 use hoist_runtime::{FlightEngine, FlightError, FlightSpec, LoadedModule, StderrMode};
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -94,7 +95,9 @@ fn stderr_suffix(stderr: &str) -> String {
         String::new()
     } else {
         let lines: Vec<&str> = t.lines().collect();
-        let shown = &lines[lines.len().saturating_sub(20)..];
+        let shown = lines
+            .get(lines.len().saturating_sub(20)..)
+            .unwrap_or(&lines);
         format!("; its stderr:\n  {}", shown.join("\n  "))
     }
 }
@@ -116,8 +119,32 @@ pub fn run_wasm(
     input: &[u8],
     limits: FnLimits,
 ) -> Result<FnOutput, FnRunError> {
+    run_wasm_keyed(engine, module, None, what, input, limits)
+}
+
+/// Where the snapshot-ready form of a Go js/wasm function comes from: the same module with
+/// its globals exported ([`hoist_gojs::export_globals`]), compiled for an engine.
+pub struct SnapshotSource<'a> {
+    /// SHA-256 (hex) of the function's module.
+    pub digest: &'a str,
+    /// Makes the rewritten module ready (`None`: it cannot be had; no snapshot then).
+    pub instrumented: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
+}
+
+/// Runs the Wasm function `module` on `input`. With a [`SnapshotSource`], a Go js/wasm
+/// function called again in this thread runs from its snapshot-ready form, whose post-`main`
+/// state is snapshotted and restored for every later call, so Go's start-up is paid at most
+/// twice per module (unless `HOIST_GOJS_SNAPSHOT=0`); outputs are those of a fresh start.
+pub fn run_wasm_keyed(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    snapshot: Option<&SnapshotSource<'_>>,
+    what: &str,
+    input: &[u8],
+    limits: FnLimits,
+) -> Result<FnOutput, FnRunError> {
     if hoist_gojs::is_go_js(&module.module) {
-        return run_go_js(engine, module, what, input, limits);
+        return run_go_js(engine, module, what, input, limits, snapshot);
     }
     let wasi = module
         .module
@@ -161,13 +188,156 @@ pub fn run_wasm(
     }
 }
 
+/// Whether post-`main` snapshots are used (`HOIST_GOJS_SNAPSHOT=0` turns them off, to compare).
+pub fn snapshots_enabled() -> bool {
+    !matches!(
+        std::env::var("HOIST_GOJS_SNAPSHOT").as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
+/// What a pooled instance must match to be reused: the module's digest, its name (errors name
+/// it) and the limits it was started with.
+#[derive(Debug, Clone, PartialEq)]
+struct PoolKey {
+    digest: String,
+    what: String,
+    max_memory_bytes: u64,
+    max_output_bytes: usize,
+    timeout: Option<Duration>,
+}
+
+/// A Go instance paused where its snapshot was taken (or after a call, to be restored).
+struct Pooled {
+    key: PoolKey,
+    go: GoInstance,
+    snapshot: Snapshot,
+}
+
+/// Most modules whose instance and snapshot are kept per thread (a render pipeline rarely has
+/// more distinct js/wasm functions).
+const POOL_MAX: usize = 4;
+
+thread_local! {
+    /// Instances with their post-`main` snapshots, per module, for this thread's later calls.
+    /// (JS values are `Rc`s, so instances stay on the thread that made them.)
+    static POOL: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_pooled(key: &PoolKey) -> Option<Pooled> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let i = pool.iter().position(|p| &p.key == key)?;
+        Some(pool.remove(i))
+    })
+}
+
+fn put_back(pooled: Pooled) {
+    // A program that exited, or grew far past its snapshot, is not kept.
+    if pooled.go.exit_code().is_some()
+        || pooled.go.memory_size() > pooled.snapshot.memory_bytes().saturating_add(512 << 20)
+    {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() >= POOL_MAX {
+            pool.remove(0);
+        }
+        pool.push(pooled);
+    });
+}
+
+/// What this thread knows about a module (by digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Run once as a function: the next call uses the snapshot-ready form.
+    Once,
+    /// A command, or its state could not be snapshotted: always start afresh.
+    NotSnapshottable,
+}
+
+thread_local! {
+    static SEEN: RefCell<std::collections::HashMap<String, Seen>> = RefCell::new(Default::default());
+}
+
+fn seen(digest: &str) -> Option<Seen> {
+    SEEN.with(|s| s.borrow().get(digest).copied())
+}
+
+fn mark(digest: &str, what: Seen) {
+    SEEN.with(|s| {
+        s.borrow_mut().insert(digest.to_string(), what);
+    });
+}
+
+/// Drops this thread's pooled instances and snapshots.
+pub fn clear_snapshots() {
+    POOL.with(|pool| pool.borrow_mut().clear());
+    SEEN.with(|s| s.borrow_mut().clear());
+}
+
 fn run_go_js(
     engine: &FlightEngine,
     module: &LoadedModule,
     what: &str,
     input: &[u8],
     limits: FnLimits,
+    source: Option<&SnapshotSource<'_>>,
 ) -> Result<FnOutput, FnRunError> {
+    let source = source.filter(|_| snapshots_enabled());
+    let key = source.map(|src| PoolKey {
+        digest: src.digest.to_string(),
+        what: what.to_string(),
+        max_memory_bytes: limits.max_memory_bytes,
+        max_output_bytes: limits.max_output_bytes,
+        timeout: limits.timeout,
+    });
+    // Warm: restore the post-`main` snapshot of an instance of the same module and call it.
+    if let Some(mut pooled) = key.as_ref().and_then(take_pooled) {
+        match pooled.go.restore(&pooled.snapshot, input.to_vec()) {
+            Ok(()) => {
+                tracing::debug!(what, "restored the post-main snapshot");
+                let out = call_process_resource_list(&mut pooled.go, input);
+                // A call that trapped or hit a limit leaves nothing to reuse.
+                if out.is_ok() {
+                    put_back(pooled);
+                }
+                return out;
+            }
+            Err(e) => {
+                tracing::debug!(what, reason = %e, "snapshot not restorable; starting afresh")
+            }
+        }
+    }
+    // Called before as a function: start the snapshot-ready form, to snapshot it.
+    let instrumented = match source {
+        Some(src) => match seen(src.digest) {
+            None => {
+                mark(src.digest, Seen::Once);
+                None
+            }
+            Some(Seen::Once) => {
+                let m = (src.instrumented)();
+                if m.is_none() {
+                    tracing::debug!(what, "no snapshot-ready form of the module");
+                    mark(src.digest, Seen::NotSnapshottable);
+                }
+                m
+            }
+            Some(Seen::NotSnapshottable) => None,
+        },
+        None => None,
+    };
+    let (engine, wasm_module) = match &instrumented {
+        Some((e, m)) => (*e, &m.module),
+        None => (engine, &module.module),
+    };
+    let not_snapshottable = || {
+        if let Some(src) = source {
+            mark(src.digest, Seen::NotSnapshottable);
+        }
+    };
     let options = GoOptions {
         argv: vec!["js".into()],
         stdin: input.to_vec(),
@@ -177,30 +347,29 @@ fn run_go_js(
         ..GoOptions::default()
     };
     let mut go =
-        GoInstance::start(engine.engine(), &module.module, what, options).map_err(|error| {
+        GoInstance::start(engine.engine(), wasm_module, what, options).map_err(|error| {
             FnRunError::GoJs {
                 error,
                 stderr: String::new(),
             }
         })?;
-    let fail = |go: &mut GoInstance, error: GoJsError| FnRunError::GoJs {
-        error,
-        stderr: take_all_stderr(go),
-    };
     // Command style: main read stdin, wrote stdout and exited.
     if let Some(code) = go.exit_code() {
+        not_snapshottable();
         return Ok(command_output(&mut go, code));
     }
     if !go.has_function("processResourceList") {
         // Let pending timers run, as node's event loop would; a command may still finish.
         match go.run_until(Some("processResourceList")) {
             Ok(true) => {
+                not_snapshottable();
                 let code = go.exit_code().unwrap_or(0);
                 return Ok(command_output(&mut go, code));
             }
             Ok(false) if go.has_function("processResourceList") => {}
             Ok(false) => {
                 // Neither exited nor registered anything: Go reports the deadlock itself.
+                not_snapshottable();
                 let _ = go.report_deadlock();
                 let code = go.exit_code().unwrap_or(2);
                 let mut out = command_output(&mut go, code);
@@ -212,15 +381,49 @@ fn run_go_js(
                 );
                 return Ok(out);
             }
-            Err(e) => return Err(fail(&mut go, e)),
+            Err(e) => {
+                return Err(FnRunError::GoJs {
+                    error: e,
+                    stderr: take_all_stderr(&mut go),
+                });
+            }
         }
     }
+    // Function style: snapshot the post-`main` state for later calls of the same module.
+    let snapshot = match (&key, &instrumented) {
+        (Some(_), Some(_)) => match go.snapshot() {
+            Ok(s) => {
+                tracing::debug!(
+                    what,
+                    memory = s.memory_bytes(),
+                    "took the post-main snapshot"
+                );
+                Some(s)
+            }
+            Err(e) => {
+                tracing::debug!(what, reason = %e, "no post-main snapshot");
+                not_snapshottable();
+                None
+            }
+        },
+        _ => None,
+    };
+    let out = call_process_resource_list(&mut go, input);
+    if let (Some(key), Some(snapshot), true) = (key, snapshot, out.is_ok()) {
+        put_back(Pooled { key, go, snapshot });
+    }
+    out
+}
+
+/// Calls `processResourceList` (and `processResourceListErrors` when the result is not a
+/// ResourceList), as kpt's wasm glue does.
+fn call_process_resource_list(go: &mut GoInstance, input: &[u8]) -> Result<FnOutput, FnRunError> {
     let text = String::from_utf8_lossy(input).into_owned();
     let result = match go.call("processResourceList", vec![JsValue::string(&text)]) {
         Ok(v) => v,
         Err(e @ GoJsError::ExitedDuringCall { .. }) => {
             let code = go.exit_code().unwrap_or(2);
-            let stderr = take_all_stderr(&mut go);
+            let stderr = take_all_stderr(go);
             return Ok(FnOutput {
                 kind: FnKind::GoJsFunction,
                 output: Vec::new(),
@@ -235,7 +438,12 @@ fn run_go_js(
                 exit_code: if code == 0 { 1 } else { code },
             });
         }
-        Err(e) => return Err(fail(&mut go, e)),
+        Err(error) => {
+            return Err(FnRunError::GoJs {
+                error,
+                stderr: take_all_stderr(go),
+            });
+        }
     };
     let out = result
         .as_str()
@@ -245,7 +453,7 @@ fn run_go_js(
         return Ok(FnOutput {
             kind: FnKind::GoJsFunction,
             output: out.into_bytes(),
-            stderr: take_all_stderr(&mut go),
+            stderr: take_all_stderr(go),
             exit_code: 0,
         });
     }
@@ -259,7 +467,7 @@ fn run_go_js(
     } else {
         String::new()
     };
-    let mut stderr = take_all_stderr(&mut go);
+    let mut stderr = take_all_stderr(go);
     if !stderr.is_empty() && !stderr.ends_with('\n') {
         stderr.push('\n');
     }

@@ -17,6 +17,30 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Lists the tags of the repository `reference` (`host/repo`, no scheme) names, blocking
+/// (on a runtime of its own; in a scoped thread when called from async code).
+pub fn list_tags(reference: &str, options: &hoist_oci::PullOptions) -> Result<Vec<String>, String> {
+    let run = || -> Result<Vec<String>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime to list tags: {e}"))?;
+        runtime
+            .block_on(hoist_oci::list_tags(reference, options))
+            .map_err(|e| e.to_string())
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(run)
+                .join()
+                .unwrap_or_else(|_| Err("the tag-listing thread panicked".to_string()))
+        })
+    } else {
+        run()
+    }
+}
+
 /// Registry host -> mirror (`host[:port][/prefix]`, without scheme).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mirrors {

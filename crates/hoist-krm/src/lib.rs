@@ -12,6 +12,10 @@
 //! - [`engine`]: one step with selection and id-based merge, `fn render`'s depth-first
 //!   pipeline, kpt's console output and results file.
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod engine;
 pub mod function;

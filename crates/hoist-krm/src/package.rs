@@ -376,8 +376,8 @@ fn render_preserving(path: &str, text: &str, old: &[Value], docs: &[(usize, Valu
 
 /// Renders one file's documents (JSON for `.json`, YAML otherwise).
 pub fn render_file(path: &str, docs: &[Value]) -> String {
-    if path.ends_with(".json") && docs.len() == 1 {
-        let mut s = serde_json::to_string_pretty(&docs[0]).unwrap_or_default();
+    if let (true, [doc]) = (path.ends_with(".json"), docs) {
+        let mut s = serde_json::to_string_pretty(doc).unwrap_or_default();
         s.push('\n');
         s
     } else {
