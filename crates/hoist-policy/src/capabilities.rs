@@ -440,6 +440,14 @@ impl HostCapabilities {
         }
     }
 
+    /// Asks the backend; its errors reach the policy as kwctl words them (kwctl's evaluator
+    /// prefixes every error of its callback handler, replay errors included).
+    fn callback(&self, request: &CapabilityRequest) -> Result<Vec<u8>, String> {
+        self.backend
+            .call(request)
+            .map_err(|e| format!("Callback evaluation failure: {e}"))
+    }
+
     /// Dispatches one host call (`binding`, `namespace`, `operation`, JSON `payload`).
     pub fn dispatch(
         &self,
@@ -510,7 +518,7 @@ impl HostCapabilities {
                     ),
                     _ => return unknown_op(),
                 };
-                self.backend.call(&request)
+                self.callback(&request)
             }
             "oci" => {
                 let req = parse("the request")?;
@@ -553,12 +561,12 @@ impl HostCapabilities {
                     }
                     _ => return unknown_op(),
                 };
-                self.backend.call(&request)
+                self.callback(&request)
             }
             "net" => match operation {
                 "v1/dns_lookup_host" => {
                     let req = parse("the request")?;
-                    self.backend.call(&CapabilityRequest::new(
+                    self.callback(&CapabilityRequest::new(
                         "DNSLookupHost",
                         json!({"host": req}),
                     ))
@@ -568,7 +576,7 @@ impl HostCapabilities {
             "crypto" => match operation {
                 "v1/is_certificate_trusted" => {
                     let req = parse("the request")?;
-                    self.backend.call(&CapabilityRequest::new(
+                    self.callback(&CapabilityRequest::new(
                         "CryptoIsCertificateTrusted",
                         json!({"request": req}),
                     ))
@@ -671,7 +679,10 @@ mod tests {
                 br#"{"api_version":"v1","kind":"Namespace","name":"test-policy","disable_cache":false}"#,
             )
             .unwrap_err();
-        assert!(err.starts_with("Cannot find v1/Namespace"), "{err}");
+        assert!(
+            err.starts_with("Callback evaluation failure: Cannot find v1/Namespace"),
+            "{err}"
+        );
         // Out of order: the next recorded one is ListAll, so a Get is refused.
         let err = host
             .dispatch(
