@@ -253,7 +253,9 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
     if next < args.len() {
         out.push_str("%!(EXTRA ");
         out.push_str(
-            &args[next..]
+            &args
+                .get(next..)
+                .unwrap_or_default()
                 .iter()
                 .map(rego_text)
                 .collect::<Vec<_>>()

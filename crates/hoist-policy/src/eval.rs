@@ -434,7 +434,7 @@ impl Evaluator<'_> {
 
 /// The first bytes of an answer, for messages.
 pub(crate) fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+    let text = String::from_utf8_lossy(bytes.get(..200).unwrap_or(bytes)).into_owned();
     if bytes.len() > 200 {
         format!("{text:?}…")
     } else {

@@ -15,6 +15,10 @@
 //!   they are applied (mutations, rejections, the revision record).
 //! - OPA's Wasm ABI and the Rego builtins live in `opa` and [`builtins`].
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod builtins;
 pub mod capabilities;

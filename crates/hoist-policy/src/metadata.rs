@@ -274,16 +274,15 @@ fn sections(wasm: &[u8], what: &str) -> Result<Vec<Section>, MetadataError> {
         what: what.to_string(),
         detail: detail.to_string(),
     };
-    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+    if wasm.len() < 8 || !wasm.starts_with(b"\0asm") {
         return Err(malformed("not a WebAssembly module (no \\0asm magic)"));
     }
     let mut at = 8;
     let mut out = Vec::new();
-    while at < wasm.len() {
-        let id = wasm[at];
+    while let Some(&id) = wasm.get(at) {
         at += 1;
-        let (size, used) =
-            read_leb_u32(&wasm[at..]).ok_or_else(|| malformed("bad section size"))?;
+        let (size, used) = read_leb_u32(wasm.get(at..).unwrap_or_default())
+            .ok_or_else(|| malformed("bad section size"))?;
         at += used;
         let end = at
             .checked_add(size as usize)
@@ -292,15 +291,16 @@ fn sections(wasm: &[u8], what: &str) -> Result<Vec<Section>, MetadataError> {
         let mut name = None;
         let mut payload_start = at;
         if id == 0 {
-            let (len, used) =
-                read_leb_u32(&wasm[at..end]).ok_or_else(|| malformed("bad custom section name"))?;
+            let (len, used) = read_leb_u32(wasm.get(at..end).unwrap_or_default())
+                .ok_or_else(|| malformed("bad custom section name"))?;
             let name_start = at + used;
-            let name_end = name_start
+            let name_bytes = name_start
                 .checked_add(len as usize)
                 .filter(|&e| e <= end)
+                .and_then(|name_end| wasm.get(name_start..name_end))
                 .ok_or_else(|| malformed("custom section name runs past its section"))?;
-            name = Some(String::from_utf8_lossy(&wasm[name_start..name_end]).into_owned());
-            payload_start = name_end;
+            name = Some(String::from_utf8_lossy(name_bytes).into_owned());
+            payload_start = name_start + name_bytes.len();
         }
         out.push((id, name, payload_start..end));
         at = end;
@@ -336,9 +336,11 @@ pub fn read_metadata(wasm: &[u8], what: &str) -> Result<Option<Metadata>, Metada
     for (id, name, range) in sections(wasm, what)? {
         if id == 0 && name.as_deref() == Some(METADATA_SECTION) {
             let metadata =
-                serde_json::from_slice(&wasm[range]).map_err(|e| MetadataError::Parse {
-                    what: format!("{what} (section {METADATA_SECTION})"),
-                    detail: e.to_string(),
+                serde_json::from_slice(wasm.get(range).unwrap_or_default()).map_err(|e| {
+                    MetadataError::Parse {
+                        what: format!("{what} (section {METADATA_SECTION})"),
+                        detail: e.to_string(),
+                    }
                 })?;
             return Ok(Some(metadata));
         }
@@ -358,7 +360,7 @@ pub fn write_metadata(
         detail: e.to_string(),
     })?;
     let mut out = Vec::with_capacity(wasm.len() + payload.len() + 64);
-    out.extend_from_slice(&wasm[..8.min(wasm.len())]);
+    out.extend_from_slice(wasm.get(..8).unwrap_or(wasm));
     let mut at = 8;
     for (id, name, range) in sections(wasm, what)? {
         // The section starts at `at` (id byte) and ends at range.end.
@@ -367,7 +369,7 @@ pub fn write_metadata(
         if id == 0 && name.as_deref() == Some(METADATA_SECTION) {
             continue;
         }
-        out.extend_from_slice(&wasm[start..range.end]);
+        out.extend_from_slice(wasm.get(start..range.end).unwrap_or_default());
     }
     let mut body = Vec::new();
     let name = METADATA_SECTION.as_bytes();

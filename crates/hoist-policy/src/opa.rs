@@ -83,7 +83,19 @@ fn read_cstr(
         .iter()
         .position(|&b| b == 0)
         .ok_or_else(|| format!("string at {start} is not NUL-terminated"))?;
-    Ok(tail[..end].to_vec())
+    Ok(tail.iter().take(end).copied().collect())
+}
+
+/// `value[key]`, making `value` an object first when it is not one (serde_json's `IndexMut`
+/// without its panic).
+fn slot<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
+    if !value.is_object() {
+        *value = Value::Object(Map::new());
+    }
+    match value {
+        Value::Object(map) => map.entry(key.to_string()).or_insert(Value::Null),
+        other => other,
+    }
 }
 
 fn builtin_call(
@@ -297,7 +309,12 @@ impl RegoPre {
                                 .map(|v| v.i32().unwrap_or(0))
                                 .collect();
                             let addr = builtin_call(&mut caller, id, &args)?;
-                            results[0] = Val::I32(addr);
+                            match results.first_mut() {
+                                Some(slot) => *slot = Val::I32(addr),
+                                None => wasmtime::bail!(
+                                    "the Rego module declared builtin {id} without a result"
+                                ),
+                            }
                             Ok(())
                         },
                     )
@@ -661,9 +678,9 @@ fn kubernetes_context(
                     let name = name_of(obj).ok_or("an object in the inventory has no name")?;
                     match ns_of(obj) {
                         Some(ns) => {
-                            entry[&ns][&name] = obj.clone();
+                            *slot(slot(entry, &ns), &name) = obj.clone();
                         }
-                        None => entry[&name] = obj.clone(),
+                        None => *slot(entry, &name) = obj.clone(),
                     }
                 }
             }
@@ -677,8 +694,11 @@ fn kubernetes_context(
                     let name = name_of(obj).ok_or("an object in the inventory has no name")?;
                     let (gv, kind) = (&resource.api_version, &resource.kind);
                     match ns_of(obj) {
-                        Some(ns) => namespaced[&ns][gv][kind][&name] = obj.clone(),
-                        None => cluster[gv][kind][&name] = obj.clone(),
+                        Some(ns) => {
+                            *slot(slot(slot(slot(&mut namespaced, &ns), gv), kind), &name) =
+                                obj.clone()
+                        }
+                        None => *slot(slot(slot(&mut cluster, gv), kind), &name) = obj.clone(),
                     }
                 }
             }

@@ -218,7 +218,10 @@ impl WasiPre {
                 let lines: Vec<&str> = tail.lines().collect();
                 format!(
                     "{message}; stderr: {}",
-                    lines[lines.len().saturating_sub(10)..].join("\n")
+                    lines
+                        .get(lines.len().saturating_sub(10)..)
+                        .unwrap_or_default()
+                        .join("\n")
                 )
             }
         };
