@@ -237,7 +237,8 @@ fn args_for(case: &Case, module: &Path) -> Vec<String> {
 /// kwctl without the test harness's RUST_BACKTRACE (anyhow would add backtraces to messages).
 fn kwctl_cmd(kwctl: &Path) -> Command {
     let mut cmd = Command::new(kwctl);
-    cmd.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
 
