@@ -43,6 +43,8 @@ struct LineMap {
     inner: BTreeSet<usize>,
     /// Lines holding a flow collection or block scalar start (their text is never reused).
     complex: BTreeSet<usize>,
+    /// Paths of outermost flow collections (`[...]`, `{...}`) that are mapping values.
+    flow: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,9 @@ impl LineMap {
                     let p = node_path(&mut stack).unwrap_or_default();
                     if style == StructureStyle::Flow {
                         if flow_depth == 0 {
+                            if matches!(stack.last(), Some(Frame::Map { .. })) {
+                                map.flow.insert(p.clone());
+                            }
                             flow_start_line = line;
                             map.complex.insert(line);
                             if matches!(stack.last(), Some(Frame::Seq { .. })) {
@@ -287,6 +292,60 @@ fn trailing_comment(line: &str, end: usize) -> Option<&str> {
     (t.starts_with('#') && rest.len() > t.len()).then_some(t)
 }
 
+/// A scalar as a flow-context YAML scalar: plain when it reads back as the same string,
+/// double-quoted (JSON escapes are valid YAML) otherwise.
+fn flow_scalar(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let plain = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+                && s != "-"
+                && crate::yaml::parse_one(s)
+                    .ok()
+                    .is_some_and(|back| back == Value::String(s.clone()));
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).ok()?
+            }
+        }
+        Value::Array(_) | Value::Object(_) => return None,
+    })
+}
+
+/// A collection as one line of flow YAML (`[a, b]`, `{k: v}`), nested collections included;
+/// `None` for anything else.
+fn flow_text(v: &Value) -> Option<String> {
+    let item = |v: &Value| match v {
+        Value::Array(_) | Value::Object(_) => flow_text(v),
+        other => flow_scalar(other),
+    };
+    match v {
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> = items.iter().map(item).collect();
+            Some(format!("[{}]", parts?.join(", ")))
+        }
+        Value::Object(map) => {
+            let parts: Option<Vec<String>> = map
+                .iter()
+                .map(|(k, v)| {
+                    Some(format!(
+                        "{}: {}",
+                        flow_scalar(&Value::String(k.clone()))?,
+                        item(v)?
+                    ))
+                })
+                .collect();
+            Some(format!("{{{}}}", parts?.join(", ")))
+        }
+        _ => None,
+    }
+}
+
 /// Writes `new` (the changed value of the document whose original text and value are
 /// `old_text` and `old`) as YAML, carrying the original's comments, formatting and order
 /// over, as described in the module docs.
@@ -308,7 +367,19 @@ pub fn carry_over(old_text: &str, old: &Value, new: &Value, indent: SeqIndent) -
     let old_lines: Vec<&str> = old_text.lines().collect();
     let mut out = String::with_capacity(emitted.len() + old_text.len() / 4);
     let mut used_head: BTreeSet<usize> = BTreeSet::new();
+    // Lines of a block collection written in flow style instead: skip while deeper than this.
+    let mut skip_under: Option<usize> = None;
     for (n, line) in emitted.lines().enumerate() {
+        if let Some(key_indent) = skip_under {
+            let t = line.trim_start();
+            let ind = indent_of(line);
+            if !t.is_empty()
+                && (ind > key_indent || (ind == key_indent && (t == "-" || t.starts_with("- "))))
+            {
+                continue;
+            }
+            skip_under = None;
+        }
         let Some(path) = new_map.path_at.get(&n) else {
             out.push_str(line);
             out.push('\n');
@@ -347,6 +418,30 @@ pub fn carry_over(old_text: &str, old: &Value, new: &Value, indent: SeqIndent) -
                     out.push('\n');
                 }
             }
+        }
+        // A collection the original wrote in flow style stays in flow style (kyaml keeps a
+        // node's style): the original line when the value is unchanged, else the new value
+        // in flow style, on the key's line.
+        let trimmed = line.trim_start();
+        if old_map.flow.contains(path)
+            && same_line
+            && trimmed.ends_with(':')
+            && !trimmed.starts_with("- ")
+            && let Some(nv) = value_at(&new, path)
+            && let Some(flow) = flow_text(nv)
+        {
+            let ov = value_at(old, path);
+            let single_line = !old_map.inner.contains(&(ol + 1));
+            if ov == Some(nv) && single_line {
+                out.push_str(&reindent(old_line, delta));
+            } else {
+                out.push_str(line);
+                out.push(' ');
+                out.push_str(&flow);
+            }
+            out.push('\n');
+            skip_under = Some(indent_of(line));
+            continue;
         }
         let simple = same_line
             && !old_map.complex.contains(&ol)
@@ -483,8 +578,7 @@ kind: Deployment
 metadata:
   name: web # the name
   namespace: prod
-  labels:
-    app: web
+  labels: {app: web}
   annotations:
     team: a
 spec:
@@ -512,6 +606,35 @@ spec:
         assert_eq!(out, "a:\n- x: 2 # one\n  y: keep\n# end\n");
         assert_eq!(detect_seq_indent(text), SeqIndent::Compact);
         assert_eq!(detect_seq_indent(DEPLOY), SeqIndent::Wide);
+    }
+
+    #[test]
+    fn flow_collections_keep_flow_style() {
+        let text = "metadata:\n  labels: {app: web, \"x y\": '1'} # keep\nspec:\n  args: [--a, \"b\"]\n  nested: {ports: [80, 443], on: true}\n  count: 1\n";
+        // Unchanged flow collections keep their exact text while a neighbour changes.
+        let out = roundtrip(text, |v| v["spec"]["count"] = 2.into());
+        assert_eq!(out, text.replace("count: 1", "count: 2"));
+        // Changed ones are written in flow style again (quoting only what needs it).
+        let out = roundtrip(text, |v| {
+            v["metadata"]["labels"]["tier"] = "front end".into();
+            v["spec"]["args"][1] = "true".into();
+            v["spec"]["nested"]["ports"][0] = 8080.into();
+        });
+        assert_eq!(
+            out,
+            "metadata:\n  labels: {app: web, \"x y\": \"1\", tier: \"front end\"}\nspec:\n  args: [--a, \"true\"]\n  nested: {ports: [8080, 443], on: true}\n  count: 1\n"
+        );
+        // A flow collection inside a block sequence of a changed document, and one that
+        // became empty.
+        let text = "items:\n- name: a\n  tags: [x, y]\n- name: b\n  tags: [z]\n";
+        let out = roundtrip(text, |v| {
+            v["items"][1]["tags"] = serde_json::json!(["z", "w"]);
+            v["items"][0]["tags"] = serde_json::json!([]);
+        });
+        assert_eq!(
+            out,
+            "items:\n- name: a\n  tags: []\n- name: b\n  tags: [z, w]\n"
+        );
     }
 
     #[test]
