@@ -121,6 +121,15 @@ pub struct Applied {
     pub deferred: Vec<String>,
 }
 
+/// The permits for running guests: one per CPU (at least two).
+fn flight_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cpus.max(2))
+    })
+}
+
 /// Runs the flight of `request` and returns its raw stdout (or the flight error, with any
 /// stdout it wrote before failing).
 async fn render(
@@ -175,6 +184,15 @@ async fn render(
         request.stdin.clone(),
     );
     let (max_memory_mib, timeout) = (request.run.max_memory_mib, request.run.timeout);
+    // At most one running guest per CPU: admissions and reconciles together cannot run more
+    // flights at once than there are CPUs to run them, and each running guest holds its own
+    // linear memory, so this also bounds the controller's memory under a burst of requests.
+    let _slot = flight_slots().acquire().await.map_err(|e| {
+        (
+            DeployError::Flight(format!("the flight slots are closed: {e}")),
+            None,
+        )
+    })?;
     let joined = tokio::task::spawn_blocking(move || {
         let ready = modules
             .load(&location, &checksum, insecure)
