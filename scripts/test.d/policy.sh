@@ -46,6 +46,9 @@ policy_fixtures() {
   for name in "${names[@]}"; do
     [ -f "$out/$name.wasm" ] && [ -f "$out/$name.metadata.yml" ] || missing+=("$name")
   done
+  # Rego policies compile with testdata/policy/opa-build (OPA's compile package alone) unless
+  # $OPA names an opa CLI: far less Go to compile on a cold machine than the whole CLI.
+  policy_opa || return 1
   if [ ${#missing[@]} -gt 0 ]; then
     log "building Kubewarden policies: ${missing[*]} (cold: a few minutes, mostly the opa CLI and Rust)"
     PATH="$PATH:$HOME/.cargo/bin:/usr/local/go/bin" "$builder" "$out" "${missing[@]}" >/dev/null ||
@@ -57,16 +60,33 @@ policy_fixtures() {
   policy_gate_fixtures "$out"
 }
 
+# Exports OPA: $OPA when set, else testdata/policy/opa-build (the `opa build -t wasm` subset
+# the fixtures use, on OPA v1.22.4's own compile package; same modules byte for byte), built
+# once into ${HOIST_TOOLS_DIR:-~/.cache/hoist-tools}/opa-build-<hash of its sources>.
+policy_opa() {
+  [ -n "${OPA:-}" ] && return 0
+  local dir="$root/testdata/policy/opa-build"
+  local key
+  key="$( (cat "$dir/main.go" "$dir/go.mod" "$dir/go.sum"; go version) | sha256sum | cut -c1-16)"
+  local out="${HOIST_TOOLS_DIR:-$HOME/.cache/hoist-tools}/opa-build-$key"
+  if [ ! -x "$out/opa" ]; then
+    log "building testdata/policy/opa-build (OPA's wasm compiler, once)"
+    mkdir -p "$out"
+    (cd "$dir" && PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
+      go build -trimpath -o "$out/opa.new" .) >&2 ||
+      { log "error: building testdata/policy/opa-build failed"; return 1; }
+    mv "$out/opa.new" "$out/opa"
+  fi
+  export OPA="$out/opa"
+}
+
 # hoist's own test policies (testdata/policy/*.rego, Gatekeeper mode) for the gate's tests
 # (crates/hoist-cli/tests/policy_gate_e2e.rs), compiled with the opa CLI the Rego policies above
 # were built with (cached; a changed .rego rebuilds).
 policy_gate_fixtures() {
   local out="$1/hoist-testdata"
-  local opa="${OPA:-${HOIST_TOOLS_DIR:-$HOME/.cache/hoist-tools}/opa-v1.22.4/opa}"
-  if [ ! -x "$opa" ]; then
-    log "error: the opa CLI is missing at $opa (build-kubewarden-policies builds it for the Rego policies)"
-    return 1
-  fi
+  policy_opa || return 1
+  local opa="$OPA"
   mkdir -p "$out"
   local rego name sum
   for rego in "$root"/testdata/policy/*.rego; do
