@@ -204,6 +204,10 @@ pub struct ModulePipeline {
     baseline: OnceLock<FlightEngine>,
     /// Cranelift, looked up first, when tiered and caching.
     optimised: Option<FlightEngine>,
+    /// Modules (SHA-256 hex) whose optimised code a background thread is compiling now, so a
+    /// long-running process that loads the same module many times while it runs on baseline
+    /// code starts one compile, not one per load (each can take gigabytes with Go modules).
+    upgrading: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for ModulePipeline {
@@ -246,6 +250,7 @@ impl ModulePipeline {
             baseline_compiler,
             baseline: OnceLock::new(),
             optimised,
+            upgrading: Default::default(),
         })
     }
 
@@ -579,6 +584,20 @@ impl ModulePipeline {
             BackgroundCompile::Thread => {
                 let engine = optimised.clone_handle();
                 let hex = sha256.to_hex();
+                // One compile per module at a time (the subprocess path has its lock file).
+                let running = match self.upgrading.lock() {
+                    Ok(mut set) => !set.insert(hex.clone()),
+                    Err(_) => true,
+                };
+                if running {
+                    return;
+                }
+                let upgrading = std::sync::Arc::clone(&self.upgrading);
+                let done = move |hex: &str| {
+                    if let Ok(mut set) = upgrading.lock() {
+                        set.remove(hex);
+                    }
+                };
                 let bytes = match module {
                     UpgradeSource::Bytes(bytes) => Some(bytes.to_vec()),
                     UpgradeSource::File(location) => {
@@ -586,18 +605,30 @@ impl ModulePipeline {
                     }
                 };
                 match bytes {
-                    Some(bytes) => std::thread::Builder::new()
-                        .name("hoist-optimise".into())
-                        .spawn(move || {
-                            // Re-hash: the file may have changed since it was checked.
-                            if hoist_provenance::checksum::Sha256Digest::of(&bytes).to_hex() == hex
-                            {
-                                let _ = engine.load(&bytes, &hex, "background compile");
-                            }
-                        })
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
+                    Some(bytes) => {
+                        let done_here = done.clone();
+                        let hex_here = hex.clone();
+                        std::thread::Builder::new()
+                            .name("hoist-optimise".into())
+                            .spawn(move || {
+                                // Re-hash: the file may have changed since it was checked.
+                                if hoist_provenance::checksum::Sha256Digest::of(&bytes).to_hex()
+                                    == hex
+                                {
+                                    let _ = engine.load(&bytes, &hex, "background compile");
+                                }
+                                done(&hex);
+                            })
+                            .map(|_| ())
+                            .map_err(|e| {
+                                done_here(&hex_here);
+                                e.to_string()
+                            })
+                    }
+                    None => {
+                        done(&hex);
+                        Ok(())
+                    }
                 }
             }
         };
@@ -734,6 +765,49 @@ mod tests {
         // Callers that need the bytes always get them.
         let bytes = pipeline.load(location, Digests::WithBytes).unwrap();
         assert_eq!(bytes.wasm.as_deref(), Some(&module()[..]));
+    }
+
+    #[test]
+    fn a_background_thread_compiles_each_module_once_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let pipeline = ModulePipeline::new(ModuleOptions {
+            compiler: CompilerChoice::Tiered,
+            background: BackgroundCompile::Thread,
+            ..options(&cache)
+        })
+        .unwrap();
+        let hex = Sha256Digest::of(&module()).to_hex();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, module()).unwrap();
+        let location = path.to_str().unwrap();
+        let optimised = || {
+            std::fs::read_dir(&cache)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(".cranelift."))
+                })
+                .unwrap_or(false)
+        };
+        // A compile of this module is already running: loads on baseline code start none.
+        pipeline.upgrading.lock().unwrap().insert(hex.clone());
+        for _ in 0..5 {
+            let ready = pipeline.load(location, Digests::Sha256).unwrap();
+            assert_eq!(ready.loaded.compiler, Compiler::Winch);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!optimised(), "a second compile started");
+        // Once it is over, the next baseline load starts one, which stores Cranelift code and
+        // then lets the module be scheduled again.
+        pipeline.upgrading.lock().unwrap().clear();
+        let _ = pipeline.load(location, Digests::Sha256).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(optimised() && pipeline.upgrading.lock().unwrap().is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "no optimised code");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let warm = pipeline.load(location, Digests::Sha256).unwrap();
+        assert_eq!(warm.loaded.compiler, Compiler::Cranelift);
     }
 
     #[test]
