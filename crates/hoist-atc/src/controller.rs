@@ -1025,7 +1025,11 @@ async fn reconcile_instance_inner(
             ..Default::default()
         };
         match api
-            .patch(&name, &params, &Patch::Merge(&json!({"metadata": metadata})))
+            .patch(
+                &name,
+                &params,
+                &Patch::Merge(&json!({"metadata": metadata})),
+            )
             .await
         {
             Ok(_) => {}
