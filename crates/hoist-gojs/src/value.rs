@@ -66,15 +66,24 @@ impl Value {
         }
     }
 
-    /// JS `String(v)`.
+    /// JS `String(v)`. A guest controls the objects, so this never recurses without bound: an
+    /// array that contains itself joins as `""` there (as JS's `join` does), nesting deeper
+    /// than [`MAX_STRING_DEPTH`] stops there, and the result is cut at [`MAX_STRING_BYTES`]
+    /// (arrays sharing one big array could otherwise ask for exponentially long strings).
     pub fn to_js_string(&self) -> String {
+        let mut out = String::new();
+        self.write_js_string(&mut Stringify::default(), &mut out);
+        out
+    }
+
+    fn write_js_string(&self, ctx: &mut Stringify, out: &mut String) {
         match self {
-            Value::Undefined => "undefined".into(),
-            Value::Null => "null".into(),
-            Value::Bool(b) => b.to_string(),
-            Value::Number(n) => number_to_string(*n),
-            Value::String(s) => s.to_string(),
-            Value::Object(o) => o.to_js_string(),
+            Value::Undefined => ctx.push(out, "undefined"),
+            Value::Null => ctx.push(out, "null"),
+            Value::Bool(b) => ctx.push(out, if *b { "true" } else { "false" }),
+            Value::Number(n) => ctx.push(out, &number_to_string(*n)),
+            Value::String(s) => ctx.push(out, s),
+            Value::Object(o) => o.write_js_string(ctx, out),
         }
     }
 
@@ -401,38 +410,90 @@ impl Obj {
         }
     }
 
-    fn to_js_string(&self) -> String {
-        let data = self.borrow();
+    fn write_js_string(&self, ctx: &mut Stringify, out: &mut String) {
+        let id = Rc::as_ptr(&self.0);
+        if ctx.path.contains(&id) || ctx.path.len() >= MAX_STRING_DEPTH || ctx.full(out) {
+            return;
+        }
+        let Ok(data) = self.0.try_borrow() else {
+            return;
+        };
+        ctx.path.push(id);
         match &data.kind {
-            ObjKind::Plain => "[object Object]".into(),
-            ObjKind::Array(items) => items
-                .iter()
-                .map(|v| match v {
-                    Value::Undefined | Value::Null => String::new(),
-                    v => v.to_js_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            ObjKind::Bytes(b) => b.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
-            ObjKind::Function(_) => "function () { [native code] }".into(),
-            ObjKind::Error => {
-                let name = data
-                    .props
-                    .get("name")
-                    .map(Value::to_js_string)
-                    .unwrap_or_else(|| "Error".into());
-                let message = data
-                    .props
-                    .get("message")
-                    .map(Value::to_js_string)
-                    .unwrap_or_default();
-                if message.is_empty() {
-                    name
-                } else {
-                    format!("{name}: {message}")
+            ObjKind::Plain => ctx.push(out, "[object Object]"),
+            ObjKind::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    if ctx.full(out) {
+                        break;
+                    }
+                    if i > 0 {
+                        ctx.push(out, ",");
+                    }
+                    if !matches!(v, Value::Undefined | Value::Null) {
+                        v.write_js_string(ctx, out);
+                    }
                 }
             }
-            ObjKind::Date(ms) => format!("Date({ms})"),
+            ObjKind::Bytes(b) => {
+                for (i, byte) in b.iter().enumerate() {
+                    if ctx.full(out) {
+                        break;
+                    }
+                    if i > 0 {
+                        ctx.push(out, ",");
+                    }
+                    ctx.push(out, &byte.to_string());
+                }
+            }
+            ObjKind::Function(_) => ctx.push(out, "function () { [native code] }"),
+            ObjKind::Error => {
+                match data.props.get("name") {
+                    Some(name) => name.write_js_string(ctx, out),
+                    None => ctx.push(out, "Error"),
+                }
+                if let Some(message) = data.props.get("message") {
+                    let mut text = String::new();
+                    message.write_js_string(ctx, &mut text);
+                    if !text.is_empty() {
+                        ctx.push(out, ": ");
+                        ctx.push(out, &text);
+                    }
+                }
+            }
+            ObjKind::Date(ms) => ctx.push(out, &format!("Date({ms})")),
+        }
+        ctx.path.pop();
+    }
+}
+
+/// Nesting beyond this depth is left out of a string conversion (JS would throw a
+/// `RangeError` long before; hoist must not overflow its own stack).
+pub const MAX_STRING_DEPTH: usize = 256;
+/// A string conversion stops growing at this many bytes.
+pub const MAX_STRING_BYTES: usize = 16 << 20;
+
+/// The state of one `String(v)`: the objects being converted (for cycles) and the budget.
+#[derive(Default)]
+struct Stringify {
+    path: Vec<*const RefCell<ObjData>>,
+}
+
+impl Stringify {
+    fn full(&self, out: &str) -> bool {
+        out.len() >= MAX_STRING_BYTES
+    }
+
+    fn push(&self, out: &mut String, s: &str) {
+        let room = MAX_STRING_BYTES.saturating_sub(out.len());
+        if s.len() <= room {
+            out.push_str(s);
+        } else {
+            // Cut on a character boundary.
+            let mut end = room;
+            while end > 0 && !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push_str(s.get(..end).unwrap_or_default());
         }
     }
 }
@@ -748,6 +809,37 @@ impl HeapCopier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_conversion_of_hostile_object_graphs_is_bounded() {
+        // An array that contains itself joins as "" there, as in JS.
+        let a = Obj::array(vec![Value::Number(1.0)]);
+        a.set_index(1, Value::Object(a.clone()));
+        assert_eq!(Value::Object(a.clone()).to_js_string(), "1,");
+        // Deep nesting without a cycle stops at the depth limit instead of the stack.
+        let mut deep = Value::Number(7.0);
+        for _ in 0..5_000 {
+            deep = Value::Object(Obj::array(vec![deep]));
+        }
+        assert_eq!(deep.to_js_string(), "");
+        let mut shallow = Value::Number(7.0);
+        for _ in 0..10 {
+            shallow = Value::Object(Obj::array(vec![shallow]));
+        }
+        assert_eq!(shallow.to_js_string(), "7");
+        // Shared sub-arrays would double the length at every level: cut at the budget.
+        let mut wide = Value::String("x".repeat(1000).into());
+        for _ in 0..40 {
+            wide = Value::Object(Obj::array(vec![wide.clone(), wide]));
+        }
+        assert_eq!(wide.to_js_string().len(), MAX_STRING_BYTES);
+        // Errors built from cyclic parts too.
+        let e = Obj::new(ObjKind::Error);
+        e.borrow_mut()
+            .props
+            .insert("message".into(), Value::Object(a.clone()));
+        assert_eq!(Value::Object(e).to_js_string(), "Error: 1,");
+    }
 
     fn table() -> Values {
         Values::new(Obj::new(ObjKind::Plain), Obj::new(ObjKind::Plain))
