@@ -411,7 +411,7 @@ pub fn write_in_place(
         let old = originals.files.get(path);
         if let Some(old) = old
             && old.len() == docs.len()
-            && old.iter().zip(docs).all(|(o, (_, d))| o == d)
+            && old.iter().zip(docs).all(|(o, (_, d))| same_document(o, d))
         {
             summary.unchanged.push(path.clone());
             continue;
@@ -439,6 +439,25 @@ pub fn write_in_place(
         }
     }
     Ok(summary)
+}
+
+/// Whether a document read back from a function is the one the file holds. A `metadata:`
+/// that is not a map in the file (null, or a stray scalar) comes back absent: the path
+/// annotations hoist adds, and removes again, need a map there, so the original value never
+/// reached a function. Such a file is left byte-identical instead of being rewritten
+/// (fuzz finding 7).
+fn same_document(original: &Value, returned: &Value) -> bool {
+    if original == returned {
+        return true;
+    }
+    match original.as_object() {
+        Some(map) if map.get("metadata").is_some_and(|m| !m.is_object()) => {
+            let mut without = map.clone();
+            without.shift_remove("metadata");
+            returned.as_object() == Some(&without)
+        }
+        _ => false,
+    }
 }
 
 /// Writes `items` into a new directory `dir` (which must not exist).
