@@ -173,19 +173,12 @@ impl ModuleCache {
             Ok(sum) => Sum::parse(&sum),
             Err(e) => return Err(unusable(format!("no code digest ({e})"))),
         };
-        // One open file for the identity and the mapping, so the file checked is the file run.
-        let file = fs::File::open(&path).map_err(|e| unusable(format!("cannot open: {e}")))?;
-        let stamp = file
-            .metadata()
-            .ok()
-            .and_then(|m| file_stamp(&m, self.settle));
         // SAFETY: the file is in hoist's own cache directory (not writable by others, checked
         // above) and was written by `store`. Before the module is returned, its code is either
         // hashed and compared with the digest recorded at write time, or the open file still
         // has the identity recorded when that digest was last checked (no write since). No
         // code runs before that check.
-        let module = unsafe { Module::deserialize_open_file(engine, file) }
-            .map_err(|e| unusable(format!("{e:#}")))?;
+        let (module, stamp) = unsafe { self.map_code(engine, &path) }.map_err(unusable)?;
         let verified_by_stamp = stamp.is_some() && stamp == recorded.stamp;
         if !verified_by_stamp {
             let actual = code_digest(&module);
@@ -229,20 +222,37 @@ impl ModuleCache {
             path: path.clone(),
             reason,
         };
-        let file = fs::File::open(&path).map_err(|e| unusable(format!("cannot open: {e}")))?;
-        let stamp = file
-            .metadata()
-            .ok()
-            .and_then(|m| file_stamp(&m, self.settle));
         // SAFETY: we wrote this file from the engine's own output an instant ago.
-        let module = unsafe { Module::deserialize_open_file(engine, file) }
-            .map_err(|e| unusable(format!("{e:#}")))?;
+        let (module, stamp) = unsafe { self.map_code(engine, &path) }.map_err(unusable)?;
         write_atomic(
             &self.dir,
             &path.with_extension("sum"),
             Sum::render(&code_digest(&module), stamp).as_bytes(),
         )?;
         Ok(module)
+    }
+
+    /// Maps a code file and reads its identity (see `file_stamp`) from the same open file, so
+    /// the file whose identity is checked is the file that runs.
+    ///
+    /// # Safety
+    ///
+    /// As [`Module::deserialize_open_file`]: the file must hold code this engine produced, and
+    /// the caller must verify it before running any of it.
+    unsafe fn map_code(
+        &self,
+        engine: &Engine,
+        path: &Path,
+    ) -> Result<(Module, Option<String>), String> {
+        let file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let stamp = file
+            .metadata()
+            .ok()
+            .and_then(|m| file_stamp(&m, self.settle));
+        // SAFETY: passed on to the caller (see above).
+        let module =
+            unsafe { Module::deserialize_open_file(engine, file) }.map_err(|e| format!("{e:#}"))?;
+        Ok((module, stamp))
     }
 
     /// Lists the entries in the directory (entries of other hoist versions and compilers too).
