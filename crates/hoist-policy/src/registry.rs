@@ -246,7 +246,7 @@ impl OciBackend {
                                 go_arch()
                             )
                         })?;
-                        let pinned = pin(&reference, &entry.digest);
+                        let pinned = pin(&reference, &entry.digest)?;
                         let inner = self.manifest(&pinned).await?;
                         match parse_manifest(&inner.body, image)? {
                             Manifest::Image(m) => (*m, entry.digest.clone()),
@@ -280,20 +280,12 @@ impl OciBackend {
     }
 }
 
-/// `reference` with its tag or digest replaced by `digest`.
-fn pin(reference: &str, digest: &str) -> String {
-    let name = match reference.split_once('@') {
-        Some((name, _)) => name,
-        None => {
-            // A tag follows the last ':' after the last '/'.
-            let slash = reference.rfind('/').unwrap_or(0);
-            match reference.rfind(':') {
-                Some(colon) if colon > slash => reference.get(..colon).unwrap_or(reference),
-                _ => reference,
-            }
-        }
-    };
-    format!("{name}@{digest}")
+/// `reference` with its tag or digest replaced by `digest` (hoist-oci's reference parser, so
+/// a malformed reference is refused here, with the reason).
+fn pin(reference: &str, digest: &str) -> Result<String, String> {
+    hoist_oci::OciReference::parse(reference)
+        .map(|r| r.with_digest(digest))
+        .map_err(|e| e.to_string())
 }
 
 fn to_json(value: &impl Serialize) -> Result<Vec<u8>, String> {
@@ -370,15 +362,22 @@ mod tests {
         );
         assert_eq!(resolve_reference("localhost/a").unwrap(), "localhost/a");
         assert!(resolve_reference(" ").is_err());
-        assert_eq!(
-            pin("127.0.0.1:5000/a/b:v1", "sha256:ab"),
-            "127.0.0.1:5000/a/b@sha256:ab"
+        let (d0, d1) = (
+            format!("sha256:{}", "0".repeat(64)),
+            format!("sha256:{}", "a".repeat(64)),
         );
         assert_eq!(
-            pin("127.0.0.1:5000/a/b", "sha256:ab"),
-            "127.0.0.1:5000/a/b@sha256:ab"
+            pin("127.0.0.1:5000/a/b:v1", &d1).unwrap(),
+            format!("127.0.0.1:5000/a/b@{d1}")
         );
-        assert_eq!(pin("h/a@sha256:00", "sha256:ab"), "h/a@sha256:ab");
+        assert_eq!(
+            pin("127.0.0.1:5000/a/b", &d1).unwrap(),
+            format!("127.0.0.1:5000/a/b@{d1}")
+        );
+        assert_eq!(
+            pin(&format!("h.example/a@{d0}"), &d1).unwrap(),
+            format!("h.example/a@{d1}")
+        );
     }
 
     #[test]
