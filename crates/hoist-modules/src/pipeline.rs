@@ -585,18 +585,8 @@ impl ModulePipeline {
                 let engine = optimised.clone_handle();
                 let hex = sha256.to_hex();
                 // One compile per module at a time (the subprocess path has its lock file).
-                let running = match self.upgrading.lock() {
-                    Ok(mut set) => !set.insert(hex.clone()),
-                    Err(_) => true,
-                };
-                if running {
+                let Some(claim) = UpgradeClaim::take(&self.upgrading, &hex) else {
                     return;
-                }
-                let upgrading = std::sync::Arc::clone(&self.upgrading);
-                let done = move |hex: &str| {
-                    if let Ok(mut set) = upgrading.lock() {
-                        set.remove(hex);
-                    }
                 };
                 let bytes = match module {
                     UpgradeSource::Bytes(bytes) => Some(bytes.to_vec()),
@@ -605,35 +595,55 @@ impl ModulePipeline {
                     }
                 };
                 match bytes {
-                    Some(bytes) => {
-                        let done_here = done.clone();
-                        let hex_here = hex.clone();
-                        std::thread::Builder::new()
-                            .name("hoist-optimise".into())
-                            .spawn(move || {
-                                // Re-hash: the file may have changed since it was checked.
-                                if hoist_provenance::checksum::Sha256Digest::of(&bytes).to_hex()
-                                    == hex
-                                {
-                                    let _ = engine.load(&bytes, &hex, "background compile");
-                                }
-                                done(&hex);
-                            })
-                            .map(|_| ())
-                            .map_err(|e| {
-                                done_here(&hex_here);
-                                e.to_string()
-                            })
-                    }
-                    None => {
-                        done(&hex);
-                        Ok(())
-                    }
+                    // The claim moves into the thread and is released when it ends (or at once,
+                    // dropped with the closure, if the thread cannot start).
+                    Some(bytes) => std::thread::Builder::new()
+                        .name("hoist-optimise".into())
+                        .spawn(move || {
+                            let _claim = claim;
+                            // Re-hash: the file may have changed since it was checked.
+                            if hoist_provenance::checksum::Sha256Digest::of(&bytes).to_hex() == hex
+                            {
+                                let _ = engine.load(&bytes, &hex, "background compile");
+                            }
+                        })
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
                 }
             }
         };
         if let Err(e) = result {
             tracing::debug!("could not start the background compile: {e}");
+        }
+    }
+}
+
+/// A module's place in [`ModulePipeline`]'s set of running background compiles, given back
+/// when dropped.
+struct UpgradeClaim {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    hex: String,
+}
+
+impl UpgradeClaim {
+    /// The claim on `hex`, or `None` when a compile of it is already running.
+    fn take(
+        set: &std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+        hex: &str,
+    ) -> Option<UpgradeClaim> {
+        let inserted = set.lock().ok()?.insert(hex.to_string());
+        inserted.then(|| UpgradeClaim {
+            set: std::sync::Arc::clone(set),
+            hex: hex.to_string(),
+        })
+    }
+}
+
+impl Drop for UpgradeClaim {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.hex);
         }
     }
 }
