@@ -195,6 +195,16 @@ impl Policy {
         })
     }
 
+    /// For a Go WASI policy, the operations (`validate`, `validate-settings`) whose calls
+    /// now start from the state Go reached before reading its input (see
+    /// [`hoist_runtime::go_resume`]); empty for other policies and before the first call.
+    pub fn resumed_operations(&self) -> Vec<String> {
+        match &self.runtime {
+            Runtime::Wasi(pre) => pre.resumed_operations(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The module's name in messages.
     pub fn what(&self) -> &str {
         &self.what

@@ -1,11 +1,19 @@
 //! The WASI host (`wasi` mode): a fresh instance per call, the operation in argv, the payload
 //! on stdin, the answer on stdout, and `host.call` whose answers are appended to stdin.
+//!
+//! A fresh instance of a Go policy runs Go's runtime and package initialisers every time,
+//! which is most of a call. For Go `GOOS=wasip1` policies, the first call of each operation
+//! also keeps the instance's state at its first read of stdin
+//! ([`hoist_runtime::go_resume`]), runs once more from there on the same payload, and when
+//! both answers agree, later calls of that operation start from that state. `HOIST_GO_RESUME=0`
+//! turns this off.
 
 use crate::capabilities::HostCapabilities;
 use crate::eval::{EvalError, Limits, classify, guest_memory};
 use bytes::Bytes;
+use hoist_runtime::go_resume::{GoLayout, ProcessClock, ResumePoint};
 use hoist_runtime::guest::{self, CappedStdout, GuestOutput, MemoryLimiter, StderrMode, TeeStderr};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -31,6 +39,9 @@ impl SharedStdin {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(bytes);
+    }
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
     fn take(&self, max: usize) -> Vec<u8> {
         let mut buffer = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,11 +98,102 @@ pub(crate) struct WasiState {
     deadline: Option<Instant>,
     stdin: SharedStdin,
     host: HostCapabilities,
+    /// Set when this run should keep its state at its first read of stdin.
+    capture: Option<GoLayout>,
+    captured: Option<ResumePoint>,
+    /// Output or host calls before the first read make the state unfit to resume from.
+    host_calls: u32,
+    stdout: CappedStdout,
+    stderr: TeeStderr,
 }
 
 /// A WASI policy, linked once; each call instantiates it afresh.
 pub(crate) struct WasiPre {
     pre: InstancePre<WasiState>,
+    /// Resume points per operation, for Go policies (see the module docs).
+    resume: Option<Resume>,
+}
+
+struct Resume {
+    layout: GoLayout,
+    points: Mutex<HashMap<String, Point>>,
+}
+
+#[derive(Clone)]
+enum Point {
+    Verified(Arc<ResumePoint>),
+    Refused,
+}
+
+/// How a run starts.
+enum Start<'a> {
+    /// From `_start`, keeping the state at the first read when a layout is given.
+    Fresh(Option<&'a GoLayout>),
+    /// From a resume point.
+    Resume(&'a ResumePoint),
+}
+
+/// A resume point a run took, with the number of host calls the run made.
+type Taken = (ResumePoint, u32);
+
+const ERRNO_BADF: i32 = 8;
+const ERRNO_FAULT: i32 = 21;
+
+/// `fd_read`, in place of WASI's: stdin is the only readable descriptor a policy has, and
+/// this is where a run keeps its state for later resumes.
+fn fd_read(
+    mut caller: Caller<'_, WasiState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    if fd != 0 {
+        return Ok(ERRNO_BADF);
+    }
+    if let Some(layout) = caller.data_mut().capture.take() {
+        let state = caller.data();
+        if state.host_calls == 0 && state.stdout.is_empty() && state.stderr.tail().is_empty() {
+            match ResumePoint::capture(&mut caller, &layout) {
+                Ok(point) => caller.data_mut().captured = Some(point),
+                Err(e) => tracing::debug!("no resume point for this policy: {e}"),
+            }
+        }
+    }
+    let memory = guest_memory(&mut caller, "fd_read")?;
+    let stdin = caller.data().stdin.clone();
+    let data = memory.data_mut(&mut caller);
+    let word = |data: &[u8], at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(bytes) as usize)
+    };
+    let mut total = 0usize;
+    for i in 0..(iovs_len as u32 as usize) {
+        let at = (iovs as u32 as usize).saturating_add(i.saturating_mul(8));
+        let (Some(ptr), Some(len)) = (word(data, at), word(data, at.saturating_add(4))) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let Some(buffer) = ptr.checked_add(len).and_then(|end| data.get_mut(ptr..end)) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let bytes = stdin.take(len);
+        if let Some(to) = buffer.get_mut(..bytes.len()) {
+            to.copy_from_slice(&bytes);
+        }
+        total += bytes.len();
+        if bytes.len() < len || stdin.is_empty() {
+            break;
+        }
+    }
+    let nread = nread as u32 as usize;
+    match nread
+        .checked_add(4)
+        .and_then(|end| data.get_mut(nread..end))
+    {
+        Some(to) => to.copy_from_slice(&(total as u32).to_le_bytes()),
+        None => return Ok(ERRNO_FAULT),
+    }
+    Ok(0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -121,6 +223,7 @@ fn host_call(
     let namespace = read(ns_ptr, ns_len)?;
     let operation = read(op_ptr, op_len)?;
     let payload = read(pl_ptr, pl_len)?;
+    caller.data_mut().host_calls += 1;
     let state = caller.data();
     let result = state.host.dispatch(
         &String::from_utf8_lossy(&binding),
@@ -152,6 +255,10 @@ impl WasiPre {
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut WasiState| &mut s.wasi)
             .map_err(setup)?;
         guest::add_bounded_poll_oneoff(&mut linker, |s: &WasiState| s.deadline).map_err(setup)?;
+        linker.allow_shadowing(true);
+        linker
+            .func_wrap("wasi_snapshot_preview1", "fd_read", fd_read)
+            .map_err(setup)?;
         linker.func_wrap("host", "call", host_call).map_err(setup)?;
         linker
             .func_wrap("kubewarden:javy/host", "call", host_call)
@@ -164,11 +271,33 @@ impl WasiPre {
         let pre = linker.instantiate_pre(module).map_err(|e| {
             EvalError::Setup(format!("{what} cannot be linked as a WASI policy: {e:#}"))
         })?;
-        Ok(WasiPre { pre })
+        let resume = match std::env::var("HOIST_GO_RESUME").as_deref() {
+            Ok("0") => None,
+            _ => GoLayout::of(module).map(|layout| Resume {
+                layout,
+                points: Mutex::new(HashMap::new()),
+            }),
+        };
+        Ok(WasiPre { pre, resume })
     }
 
     pub(crate) fn engine(&self) -> &wasmtime::Engine {
         self.pre.module().engine()
+    }
+
+    /// The operations whose calls start from a verified resume point.
+    pub(crate) fn resumed_operations(&self) -> Vec<String> {
+        let Some(resume) = &self.resume else {
+            return Vec::new();
+        };
+        let points = resume.points.lock().unwrap_or_else(|p| p.into_inner());
+        let mut operations: Vec<String> = points
+            .iter()
+            .filter(|(_, point)| matches!(point, Point::Verified(_)))
+            .map(|(operation, _)| operation.clone())
+            .collect();
+        operations.sort();
+        operations
     }
 
     /// Runs `policy.wasm <operation>` with `payload` on stdin; its stdout on success.
@@ -179,6 +308,76 @@ impl WasiPre {
         host: &HostCapabilities,
         limits: &Limits,
     ) -> Result<Vec<u8>, EvalError> {
+        let Some(resume) = &self.resume else {
+            return self
+                .execute(operation, payload, host, limits, Start::Fresh(None))
+                .map(|(out, _)| out);
+        };
+        let known = resume
+            .points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(operation)
+            .cloned();
+        match known {
+            Some(Point::Verified(point)) => self
+                .execute(operation, payload, host, limits, Start::Resume(&point))
+                .map(|(out, _)| out),
+            Some(Point::Refused) => self
+                .execute(operation, payload, host, limits, Start::Fresh(None))
+                .map(|(out, _)| out),
+            None => {
+                let (out, taken) = self.execute(
+                    operation,
+                    payload,
+                    host,
+                    limits,
+                    Start::Fresh(Some(&resume.layout)),
+                )?;
+                // A point is kept only if a run from it gives the same answer, and only
+                // when the policy made no host call (a second run would repeat them).
+                let point = match taken {
+                    Some((point, 0)) => {
+                        match self.execute(operation, payload, host, limits, Start::Resume(&point))
+                        {
+                            Ok((again, _)) if again == out => Point::Verified(Arc::new(point)),
+                            Ok(_) => {
+                                tracing::warn!(
+                                    "policy {}: a run resumed after Go's start-up answered differently; every call of {operation} starts afresh",
+                                    host.policy
+                                );
+                                Point::Refused
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    "policy {}: a run resumed after Go's start-up failed ({e}); every call of {operation} starts afresh",
+                                    host.policy
+                                );
+                                Point::Refused
+                            }
+                        }
+                    }
+                    _ => Point::Refused,
+                };
+                resume
+                    .points
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(operation.to_string(), point);
+                Ok(out)
+            }
+        }
+    }
+
+    /// One run; with it, the resume point it took and how many host calls it made.
+    fn execute(
+        &self,
+        operation: &str,
+        payload: &[u8],
+        host: &HostCapabilities,
+        limits: &Limits,
+        start: Start<'_>,
+    ) -> Result<(Vec<u8>, Option<Taken>), EvalError> {
         let stdin = SharedStdin::default();
         stdin.push(payload);
         let stdout = CappedStdout::new(MAX_STDOUT);
@@ -188,6 +387,7 @@ impl WasiPre {
             .stdin(stdin.clone())
             .stdout(GuestOutput(stdout.clone()))
             .stderr(GuestOutput(stderr.clone()))
+            .monotonic_clock(ProcessClock)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -200,15 +400,29 @@ impl WasiPre {
                 deadline: None,
                 stdin,
                 host: host.clone(),
+                capture: match start {
+                    Start::Fresh(layout) => layout.cloned(),
+                    Start::Resume(_) => None,
+                },
+                captured: None,
+                host_calls: 0,
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
             },
         );
         store.limiter(|s| &mut s.limiter);
         let deadline = limits.arm(&mut store);
         store.data_mut().deadline = deadline;
-        let result = self.pre.instantiate(&mut store).and_then(|instance| {
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call(&mut store, ())
-        });
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| match start {
+                Start::Fresh(_) => {
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call(&mut store, ())
+                }
+                Start::Resume(point) => point.resume(&mut store, &instance),
+            });
         let tail = stderr.tail();
         let with_stderr = |message: String| -> String {
             let tail = tail.trim();
@@ -245,6 +459,8 @@ impl WasiPre {
         if !tail.trim().is_empty() {
             tracing::debug!("policy {} stderr: {}", host.policy, tail.trim());
         }
-        Ok(stdout.take())
+        let state = store.data_mut();
+        let taken = state.captured.take().map(|point| (point, state.host_calls));
+        Ok((stdout.take(), taken))
     }
 }

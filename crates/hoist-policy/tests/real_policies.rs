@@ -212,3 +212,92 @@ fn every_mode_on_real_policies() {
         }
     }
 }
+
+/// A Go WASI policy compiled with go_resume's exports starts later calls from its first read
+/// of stdin; its answers must be exactly those of fresh runs, call after call, whatever the
+/// settings and requests, accepting and rejecting, and validate_settings too.
+#[test]
+fn go_wasi_policy_resumed_answers_as_fresh_runs() {
+    let Some((dir, src)) = dirs() else { return };
+    let name = "go-wasi-policy-template";
+    let path = dir.join(format!("{name}.wasm"));
+    if !path.exists() {
+        eprintln!("skipping {name}: not built");
+        return;
+    }
+    let wasm = std::fs::read(&path).unwrap();
+    let prepared = hoist_runtime::go_resume::prepare(&wasm).expect("a Go wasip1 policy");
+    let engine = engine();
+    let yaml = std::fs::read_to_string(dir.join(format!("{name}.metadata.yml"))).unwrap();
+    let meta = Metadata::from_yaml(&yaml, "metadata.yml").unwrap();
+    let fresh_module = wasmtime::Module::new(&engine, &wasm).unwrap();
+    let resumed_module = wasmtime::Module::new(&engine, &prepared).unwrap();
+    assert!(hoist_runtime::go_resume::GoLayout::of(&resumed_module).is_some());
+    let fresh_policy = Policy::new(&fresh_module, Some(meta.clone()), None, name).unwrap();
+    let resumed_policy = Policy::new(&resumed_module, Some(meta), None, name).unwrap();
+    let mut fresh = fresh_policy
+        .evaluator(HostCapabilities::none(name), Limits::default())
+        .unwrap();
+    let mut resumed = resumed_policy
+        .evaluator(HostCapabilities::none(name), Limits::default())
+        .unwrap();
+
+    let pod: Value = serde_json::from_slice(
+        &std::fs::read(src.join(name).join("test_data/pod-creation.json")).unwrap(),
+    )
+    .unwrap();
+    let settings = [
+        json!({"forbiddenAnnotations": ["fluxcd.io/cat"]}),
+        json!({"requiredAnnotations": {"fluxcd.io/cat": "felix"}}),
+        json!({"requiredAnnotations": {"fluxcd.io/cat": "sylvester"}}),
+        json!({"requiredAnnotations": {"owner": "team-a"}, "forbiddenAnnotations": ["x"]}),
+        json!({"forbiddenAnnotations": 7}),
+    ];
+    let mut outcomes = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        for (i, s) in settings.iter().enumerate() {
+            let a = fresh.validate_settings(s);
+            let b = resumed.validate_settings(s);
+            assert_eq!(
+                serde_json::to_value(&a).unwrap(),
+                serde_json::to_value(&b).unwrap(),
+                "settings {i}, round {round}"
+            );
+            outcomes.insert(format!("settings valid={}", a.valid));
+            for annotation in ["felix", "sylvester", "tom"] {
+                let mut request = pod.clone();
+                request["object"]["metadata"]["annotations"]["fluxcd.io/cat"] = json!(annotation);
+                request["uid"] = json!(format!("uid-{round}-{i}-{annotation}"));
+                let request = ValidateRequest::parse(
+                    &serde_json::to_vec(&request).unwrap(),
+                    false,
+                    "request",
+                )
+                .unwrap();
+                let a = fresh.validate(&request, s);
+                let b = resumed.validate(&request, s);
+                assert_eq!(
+                    serde_json::to_value(&a).unwrap(),
+                    serde_json::to_value(&b).unwrap(),
+                    "settings {i}, {annotation}, round {round}"
+                );
+                outcomes.insert(format!("allowed={}", a.allowed));
+            }
+        }
+    }
+    assert_eq!(
+        resumed_policy.resumed_operations(),
+        ["validate", "validate-settings"],
+        "the prepared policy resumed both operations"
+    );
+    assert!(fresh_policy.resumed_operations().is_empty());
+    // Both kinds of answer were compared, not just one.
+    for expected in [
+        "allowed=true",
+        "allowed=false",
+        "settings valid=true",
+        "settings valid=false",
+    ] {
+        assert!(outcomes.contains(expected), "{outcomes:?}");
+    }
+}

@@ -121,6 +121,8 @@ impl ModuleCache {
         let mut hasher = Sha256Hasher(Sha256::new());
         crate::HOIST_VERSION.hash(&mut hasher);
         compiler.name().hash(&mut hasher);
+        // What the runtime adds to a module before compiling it (go_resume's exports).
+        "go-resume-exports-2".hash(&mut hasher);
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let key = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
         self.suffix = Some(format!("{}.{key}", compiler.name()));

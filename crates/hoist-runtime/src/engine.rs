@@ -248,6 +248,9 @@ impl FlightEngine {
         }
 
         check_is_core_module(wasm, what)?;
+        // Go wasip1 modules are compiled with the exports a resume needs (see go_resume).
+        let prepared = crate::go_resume::prepare(wasm);
+        let wasm = prepared.as_deref().unwrap_or(wasm);
         let module = match &self.cache {
             Some(cache) if status != CacheStatus::Disabled => {
                 let compiled = self

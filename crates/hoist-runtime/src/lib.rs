@@ -15,6 +15,9 @@
 //! - [`tier0::run_flight_interpreted`]: the same ABI on an interpreter (wasmi) that translates
 //!   only the code that runs, for cold starts while compiled code is made in the background.
 //!
+//! - [`go_resume`]: Go `GOOS=wasip1` modules get exports (at compile time) that let a
+//!   fresh instance start from where an earlier one first read stdin.
+//!
 //! Nothing here knows about Kubernetes or where module bytes come from.
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -25,6 +28,7 @@
 mod cache;
 mod engine;
 mod flight;
+pub mod go_resume;
 pub mod guest;
 pub mod host;
 mod streams;

@@ -39,6 +39,11 @@ impl CappedStdout {
         }
     }
 
+    /// Whether nothing has been written (or everything was taken).
+    pub fn is_empty(&self) -> bool {
+        lock(&self.buffer).is_empty()
+    }
+
     /// Everything written so far (the buffer is left empty).
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *lock(&self.buffer))
