@@ -1,13 +1,16 @@
 //! Running one flight with Yoke's ABI, under limits.
 
 use crate::engine::{FlightEngine, LoadedModule};
+use crate::go_resume::{GoLayout, ProcessClock, ResumePoint};
 use crate::guest::{
     CappedStdout, GuestOutput, MemoryLimitHit, MemoryLimiter, StdoutCapExceeded, TeeStderr,
     TimeoutHit, add_bounded_poll_oneoff, arm_deadline_at,
 };
 use crate::host::{ClusterAccess, HostError, LookupRequest};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Extern, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -185,6 +188,151 @@ struct FlightState {
     limiter: MemoryLimiter,
     cluster: Option<Arc<dyn ClusterAccess>>,
     deadline: Option<Instant>,
+    /// Only for resumable runs (see [`run_flight_resumable`]).
+    resume: Option<ResumeState>,
+}
+
+/// A resumable run's own stdin (its `fd_read` replaces WASI's) and what it captured.
+struct ResumeState {
+    stdin: Vec<u8>,
+    stdin_at: usize,
+    capture: Option<GoLayout>,
+    captured: Option<ResumePoint>,
+    /// Cluster lookups made; a run that made any is not repeated to verify its point.
+    host_calls: u32,
+    stdout: CappedStdout,
+    stderr: TeeStderr,
+}
+
+/// How a run starts.
+enum Start<'a> {
+    /// From `_start`; with a layout, the run is resumable and keeps its first-read state.
+    Fresh(Option<&'a GoLayout>),
+    /// From a resume point.
+    Resume(&'a ResumePoint),
+}
+
+/// Resume points of one Go `GOOS=wasip1` module, so that running it many times in one process
+/// (a KRM function over many packages) pays Go's start-up once per argv and environment.
+/// See [`crate::go_resume`] and [`run_flight_resumable`].
+#[derive(Default)]
+pub struct GoResumeCache {
+    points: Mutex<HashMap<Vec<String>, CachedPoint>>,
+    resumed: AtomicUsize,
+}
+
+#[derive(Clone)]
+enum CachedPoint {
+    Verified(Arc<ResumePoint>),
+    Refused,
+}
+
+impl GoResumeCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many runs started from a resume point.
+    pub fn resumed(&self) -> usize {
+        self.resumed.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for GoResumeCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoResumeCache")
+            .field("resumed", &self.resumed())
+            .finish()
+    }
+}
+
+/// Runs a flight as [`run_flight`] does, except that a Go `GOOS=wasip1` module starts from
+/// the state an earlier run in `cache` reached at its first read of stdin, when there is one.
+///
+/// The first run of a given argv and environment keeps that state; the module is then run
+/// once more from it on the same stdin, and the state is used for later runs only if both
+/// runs printed the same bytes and exit code and made no cluster lookup. Other modules, and
+/// every module when `HOIST_GO_RESUME=0`, run as with [`run_flight`].
+pub fn run_flight_resumable(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    spec: FlightSpec<'_>,
+    cache: &GoResumeCache,
+) -> Result<FlightOutput, FlightError> {
+    let layout = match std::env::var("HOIST_GO_RESUME").as_deref() {
+        Ok("0") => None,
+        _ => GoLayout::of(&module.module),
+    };
+    let Some(layout) = layout else {
+        return run_flight(engine, module, spec);
+    };
+    let mut key = vec![spec.release.to_string(), spec.namespace.to_string()];
+    key.extend(spec.args.iter().cloned());
+    let known = cache
+        .points
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    match known {
+        Some(CachedPoint::Verified(point)) => {
+            cache.resumed.fetch_add(1, Ordering::Relaxed);
+            run(engine, module, spec, Start::Resume(&point)).0
+        }
+        Some(CachedPoint::Refused) => run(engine, module, spec, Start::Fresh(None)).0,
+        None => {
+            let again = FlightSpec {
+                stdin: spec.stdin.clone(),
+                cluster: spec.cluster.clone(),
+                ..spec
+            };
+            let (first, taken) = run(engine, module, spec, Start::Fresh(Some(&layout)));
+            let point = match taken {
+                Some((point, 0)) => {
+                    let (second, _) = run(engine, module, again, Start::Resume(&point));
+                    if same_outcome(&first, &second) {
+                        CachedPoint::Verified(Arc::new(point))
+                    } else {
+                        tracing::warn!(
+                            "a run of this Go module resumed after its start-up did not repeat the first run's output; every run starts afresh"
+                        );
+                        CachedPoint::Refused
+                    }
+                }
+                _ => CachedPoint::Refused,
+            };
+            cache
+                .points
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, point);
+            first
+        }
+    }
+}
+
+/// Whether two runs printed the same and ended the same way.
+fn same_outcome(
+    a: &Result<FlightOutput, FlightError>,
+    b: &Result<FlightOutput, FlightError>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a.stdout == b.stdout,
+        (
+            Err(FlightError::Exit {
+                code: ca,
+                stdout: sa,
+                ..
+            }),
+            Err(FlightError::Exit {
+                code: cb,
+                stdout: sb,
+                ..
+            }),
+        ) => ca == cb && sa == sb,
+        _ => false,
+    }
 }
 
 /// Runs a flight to completion under the limits in `spec`.
@@ -192,6 +340,30 @@ pub fn run_flight(
     engine: &FlightEngine,
     module: &LoadedModule,
     spec: FlightSpec<'_>,
+) -> Result<FlightOutput, FlightError> {
+    run(engine, module, spec, Start::Fresh(None)).0
+}
+
+/// A resume point a run took, with the number of cluster lookups it made.
+type Taken = (ResumePoint, u32);
+
+fn run(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    spec: FlightSpec<'_>,
+    start: Start<'_>,
+) -> (Result<FlightOutput, FlightError>, Option<Taken>) {
+    let mut taken = None;
+    let result = run_taking(engine, module, spec, start, &mut taken);
+    (result, taken)
+}
+
+fn run_taking(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    spec: FlightSpec<'_>,
+    start: Start<'_>,
+    taken: &mut Option<Taken>,
 ) -> Result<FlightOutput, FlightError> {
     let what = spec.what.to_string();
     let module = &module.module;
@@ -209,20 +381,41 @@ pub fn run_flight(
     let mut argv = Vec::with_capacity(spec.args.len() + 1);
     argv.push(spec.release.to_string());
     argv.extend(spec.args.iter().cloned());
-    let wasi = WasiCtxBuilder::new()
+    let resumable = !matches!(start, Start::Fresh(None));
+    let mut builder = WasiCtxBuilder::new();
+    builder
         .args(&argv)
         .env("YOKE_RELEASE", spec.release)
         .env("YOKE_NAMESPACE", spec.namespace)
         .env("NAMESPACE", spec.namespace)
         .env("YOKE_VERSION", crate::YOKE_ABI_VERSION)
         .env("HOIST_VERSION", crate::HOIST_VERSION)
-        .stdin(MemoryInputPipe::new(spec.stdin))
         .stdout(GuestOutput(stdout.clone()))
         .stderr(GuestOutput(stderr.clone()))
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build_p1();
+        .allow_ip_name_lookup(false);
+    let resume = if resumable {
+        // The run's own fd_read serves stdin; one clock for the whole process, so that a
+        // resumed instance never sees time go backwards.
+        builder.monotonic_clock(ProcessClock);
+        Some(ResumeState {
+            stdin: spec.stdin,
+            stdin_at: 0,
+            capture: match start {
+                Start::Fresh(layout) => layout.cloned(),
+                Start::Resume(_) => None,
+            },
+            captured: None,
+            host_calls: 0,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        })
+    } else {
+        builder.stdin(MemoryInputPipe::new(spec.stdin));
+        None
+    };
+    let wasi = builder.build_p1();
 
     let started = Instant::now();
     let deadline = spec.timeout.map(|t| started + t);
@@ -234,13 +427,18 @@ pub fn run_flight(
             limiter: MemoryLimiter::new(max_bytes as u64),
             cluster: spec.cluster,
             deadline,
+            resume,
         },
     );
     store.limiter(|state| &mut state.limiter);
     let ticker = arm_deadline_at(&mut store, deadline);
 
-    let result = instantiate_and_run(engine, module, &mut store, &what);
+    let result = instantiate_and_run(engine, module, &mut store, &what, &start);
     drop(ticker);
+    *taken = store.data_mut().resume.as_mut().and_then(|r| {
+        let host_calls = r.host_calls;
+        r.captured.take().map(|point| (point, host_calls))
+    });
     let run_time = started.elapsed();
     let stderr_tail = stderr.tail();
     let stdout_bytes = stdout.take();
@@ -317,9 +515,15 @@ fn instantiate_and_run(
     module: &wasmtime::Module,
     store: &mut Store<FlightState>,
     what: &str,
+    start: &Start<'_>,
 ) -> Result<(), RunFailure> {
-    let linker =
+    let mut linker =
         flight_linker(engine.engine()).map_err(|e| RunFailure::Instantiate(format!("{e:#}")))?;
+    if store.data().resume.is_some() {
+        linker
+            .func_wrap("wasi_snapshot_preview1", "fd_read", resumable_fd_read)
+            .map_err(|e| RunFailure::Instantiate(format!("{e:#}")))?;
+    }
     let instance = linker.instantiate(&mut *store, module).map_err(|e| {
         // A start-section trap or a limit hit during instantiation is a run failure.
         if e.downcast_ref::<wasmtime::Trap>().is_some()
@@ -331,12 +535,93 @@ fn instantiate_and_run(
             RunFailure::Instantiate(format!("{e:#}"))
         }
     })?;
-    let start = instance
+    let entry = instance
         .get_typed_func::<(), ()>(&mut *store, "_start")
         .map_err(|e| {
             RunFailure::Instantiate(format!("{what}: `_start` has the wrong type: {e:#}"))
         })?;
-    start.call(&mut *store, ()).map_err(RunFailure::Wasm)
+    match start {
+        Start::Resume(point) => point.resume(&mut *store, &instance),
+        Start::Fresh(_) => entry.call(&mut *store, ()),
+    }
+    .map_err(RunFailure::Wasm)
+}
+
+const ERRNO_BADF: i32 = 8;
+const ERRNO_FAULT: i32 = 21;
+
+/// `fd_read` of a resumable run: stdin from the run's own buffer (the only readable
+/// descriptor a flight has), and the resume point taken at the first read when asked for.
+fn resumable_fd_read(
+    mut caller: Caller<'_, FlightState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    if fd != 0 {
+        return Ok(ERRNO_BADF);
+    }
+    let layout = caller
+        .data_mut()
+        .resume
+        .as_mut()
+        .and_then(|r| r.capture.take());
+    if let Some(layout) = layout {
+        let quiet = caller.data().resume.as_ref().is_some_and(|r| {
+            r.host_calls == 0 && r.stdout.is_empty() && r.stderr.tail().is_empty()
+        });
+        if quiet {
+            match ResumePoint::capture(&mut caller, &layout) {
+                Ok(point) => {
+                    if let Some(r) = caller.data_mut().resume.as_mut() {
+                        r.captured = Some(point);
+                    }
+                }
+                Err(e) => tracing::debug!("no resume point: {e}"),
+            }
+        }
+    }
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("fd_read: the module exports no memory");
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let Some(resume) = state.resume.as_mut() else {
+        return Ok(ERRNO_BADF);
+    };
+    let word = |data: &[u8], at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(bytes) as usize)
+    };
+    let mut total = 0usize;
+    for i in 0..(iovs_len as u32 as usize) {
+        let at = (iovs as u32 as usize).saturating_add(i.saturating_mul(8));
+        let (Some(ptr), Some(len)) = (word(data, at), word(data, at.saturating_add(4))) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let Some(buffer) = ptr.checked_add(len).and_then(|end| data.get_mut(ptr..end)) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let rest = resume.stdin.get(resume.stdin_at..).unwrap_or_default();
+        let n = rest.len().min(len);
+        if let (Some(to), Some(from)) = (buffer.get_mut(..n), rest.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        resume.stdin_at += n;
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    let nread = nread as u32 as usize;
+    match nread
+        .checked_add(4)
+        .and_then(|end| data.get_mut(nread..end))
+    {
+        Some(to) => to.copy_from_slice(&(total as u32).to_le_bytes()),
+        None => return Ok(ERRNO_FAULT),
+    }
+    Ok(0)
 }
 
 /// WASI preview 1 (with hoist's bounded `poll_oneoff`) and the `host` module.
@@ -470,6 +755,12 @@ fn host_result(
     }
 }
 
+fn count_host_call(caller: &mut Caller<'_, FlightState>) {
+    if let Some(resume) = caller.data_mut().resume.as_mut() {
+        resume.host_calls += 1;
+    }
+}
+
 fn k8s_lookup(
     mut caller: Caller<'_, FlightState>,
     state_ptr: i32,
@@ -478,6 +769,7 @@ fn k8s_lookup(
     kind: i64,
     api_version: i64,
 ) -> wasmtime::Result<i64> {
+    count_host_call(&mut caller);
     let request = LookupRequest {
         name: guest_string(&mut caller, name, "k8s_lookup")?,
         namespace: guest_string(&mut caller, namespace, "k8s_lookup")?,
@@ -497,6 +789,7 @@ fn k8s_rest_mapping(
     group_or_api_version: i64,
     kind: i64,
 ) -> wasmtime::Result<i64> {
+    count_host_call(&mut caller);
     let group = guest_string(&mut caller, group_or_api_version, "k8s_rest_mapping")?;
     let kind = guest_string(&mut caller, kind, "k8s_rest_mapping")?;
     let result = match caller.data().cluster.clone() {

@@ -36,7 +36,10 @@ pub mod tier0;
 
 pub use cache::{CacheEntry, CacheError, ModuleCache, hoist_cache_root};
 pub use engine::{CacheStatus, Compiler, EngineError, FlightEngine, LoadedModule};
-pub use flight::{FlightError, FlightOutput, FlightSpec, Limit, StderrMode, run_flight};
+pub use flight::{
+    FlightError, FlightOutput, FlightSpec, GoResumeCache, Limit, StderrMode, run_flight,
+    run_flight_resumable,
+};
 
 /// The version of hoist's runtime, part of every cache key and exposed to flights as
 /// `HOIST_VERSION`.
