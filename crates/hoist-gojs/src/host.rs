@@ -61,6 +61,47 @@ pub struct GoState {
     pub(crate) getsp: Option<TypedFunc<(), i32>>,
     /// How many `resume` calls are on the stack (re-entrancy depth).
     pub(crate) depth: u32,
+    /// Reads of fd 0 wait for the embedder to complete them, as node's asynchronous `fs.read`
+    /// does: Go returns to the host with an empty wasm stack while it waits.
+    pub(crate) defer_stdin: bool,
+    /// The reads of fd 0 waiting to be completed (in order), in `defer_stdin` mode.
+    pub(crate) pending_reads: std::collections::VecDeque<PendingRead>,
+}
+
+/// A `fs.read(0, buf, off, len, null, callback)` the host has not completed yet.
+pub(crate) struct PendingRead {
+    /// The Uint8Array to fill.
+    pub(crate) buf: Obj,
+    /// Offset in `buf`.
+    pub(crate) off: usize,
+    /// Bytes wanted.
+    pub(crate) len: usize,
+    /// The callback, `(err, n)`.
+    pub(crate) cb: Value,
+}
+
+/// Copies the next bytes of stdin into `buf[off..off+len]`, as `fs.read` of fd 0 does.
+pub(crate) fn read_stdin(
+    st: &mut GoState,
+    buf: &Obj,
+    off: usize,
+    len: usize,
+) -> Result<usize, Value> {
+    let mut data = buf.borrow_mut();
+    match &mut data.kind {
+        ObjKind::Bytes(all) if off <= all.len() => {
+            let dst = all.get_mut(off..).unwrap_or_default();
+            let src = st.stdin.get(st.stdin_pos..).unwrap_or_default();
+            let n = copy_prefix(dst.get_mut(..len.min(dst.len())).unwrap_or_default(), src);
+            st.stdin_pos += n;
+            Ok(n)
+        }
+        _ => Err(Value::Object(Obj::error(
+            "RangeError",
+            "offset out of range",
+            Some("ERR_OUT_OF_RANGE"),
+        ))),
+    }
 }
 
 impl GoState {
@@ -99,6 +140,8 @@ impl GoState {
             resume: None,
             getsp: None,
             depth: 0,
+            defer_stdin: false,
+            pending_reads: std::collections::VecDeque::new(),
         }
     }
 
@@ -590,24 +633,15 @@ fn call_builtin(
                         Some("EBADF"),
                     ))),
                 }
+            } else if fd == 0 && caller.data().defer_stdin {
+                // As node: the callback runs later, after Go has returned to the host.
+                caller
+                    .data_mut()
+                    .pending_reads
+                    .push_back(PendingRead { buf, off, len, cb });
+                return Ok(Ok(Value::Undefined));
             } else if fd == 0 {
-                let st = caller.data_mut();
-                let mut data = buf.borrow_mut();
-                match &mut data.kind {
-                    ObjKind::Bytes(all) if off <= all.len() => {
-                        let dst = all.get_mut(off..).unwrap_or_default();
-                        let src = st.stdin.get(st.stdin_pos..).unwrap_or_default();
-                        let n =
-                            copy_prefix(dst.get_mut(..len.min(dst.len())).unwrap_or_default(), src);
-                        st.stdin_pos += n;
-                        Ok(n)
-                    }
-                    _ => Err(Value::Object(Obj::error(
-                        "RangeError",
-                        "offset out of range",
-                        Some("ERR_OUT_OF_RANGE"),
-                    ))),
-                }
+                read_stdin(caller.data_mut(), &buf, off, len)
             } else {
                 Err(Value::Object(Obj::error(
                     "Error",
@@ -762,6 +796,7 @@ fn wasm_exit(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime:
     let code = rd_i32(data, at + 8)?;
     st.exited = Some(code);
     st.timers.clear();
+    st.pending_reads.clear();
     Ok(())
 }
 

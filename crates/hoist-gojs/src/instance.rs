@@ -1,6 +1,6 @@
 //! One running Go program: start it, call the functions it registered, run its timers.
 
-use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit};
+use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit, PendingRead};
 use crate::value::{Callable, HeapCopier, Obj, Value, Values};
 use hoist_runtime::Limit;
 use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
@@ -25,6 +25,12 @@ pub struct GoOptions {
     pub max_output_bytes: usize,
     /// Copy the guest's stderr to hoist's stderr as it is written.
     pub stream_stderr: bool,
+    /// Complete reads of fd 0 later, as node's asynchronous `fs.read` does, instead of
+    /// inside the `fs.read` call: Go then returns to the host with an empty wasm stack while
+    /// it waits, so [`GoInstance::start`] returns at a command's first read of stdin (see
+    /// [`GoInstance::waiting_for_stdin`]), a point [`GoInstance::snapshot`] can capture.
+    /// [`GoInstance::run_until`] completes the reads.
+    pub defer_stdin: bool,
 }
 
 impl Default for GoOptions {
@@ -37,6 +43,7 @@ impl Default for GoOptions {
             timeout: Some(Duration::from_secs(60)),
             max_output_bytes: 64 << 20,
             stream_stderr: false,
+            defer_stdin: false,
         }
     }
 }
@@ -156,6 +163,11 @@ pub struct GoInstance {
 /// [`crate::export_globals`] has them all restored, wherever Go paused; any other module only
 /// when Go paused at the same point as when the snapshot was taken (same SP), which a
 /// goroutine whose stack grew during a call breaks.
+///
+/// A command-style program (one that reads stdin through `fs`) started with
+/// [`GoOptions::defer_stdin`] is captured at its first read of stdin, the read pending: a
+/// restore puts it back there, even after the program exited, and the read then gets the
+/// new stdin.
 pub struct Snapshot {
     memory: Vec<u8>,
     sp: i32,
@@ -167,6 +179,8 @@ pub struct Snapshot {
     next_timer: i32,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// The pending read of stdin, for a snapshot taken where a command first read it.
+    pending_read: Option<PendingRead>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -174,6 +188,7 @@ impl std::fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("memory_bytes", &self.memory.len())
             .field("sp", &self.sp)
+            .field("at_stdin_read", &self.pending_read.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +197,12 @@ impl Snapshot {
     /// Size of the captured linear memory, in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory.len()
+    }
+
+    /// Whether it was taken where a command-style program first read stdin (the read
+    /// pending), rather than after a `main` that registered functions.
+    pub fn at_stdin_read(&self) -> bool {
+        self.pending_read.is_some()
     }
 }
 
@@ -217,6 +238,17 @@ pub enum Unsnapshottable {
     /// Reading the stack pointer failed.
     #[error("getsp failed: {0}")]
     GetSp(String),
+    /// The program wrote to stdout or stderr before its first read of stdin.
+    #[error("the program wrote output before it read stdin")]
+    Wrote,
+    /// The program waits for more than one read of stdin at once.
+    #[error("the program has {0} reads of stdin pending")]
+    ManyReads(usize),
+    /// A snapshot at a read of stdin needs the module's globals exported
+    /// ([`crate::export_globals`]): the program exits after it, and only a full restore of
+    /// its globals brings it back.
+    #[error("the module's globals are not exported")]
+    NoGlobals,
 }
 
 /// Whether `module` imports Go's js/wasm ABI (`gojs`, or `go` before Go 1.21).
@@ -269,6 +301,7 @@ impl GoInstance {
         );
         let deadline = options.timeout.map(|t| Instant::now() + t);
         state.deadline = deadline;
+        state.defer_stdin = options.defer_stdin;
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticker = arm_deadline_at(&mut store, deadline);
@@ -343,6 +376,17 @@ impl GoInstance {
         if !st.timers.is_empty() {
             return Err(Unsnapshottable::PendingTimers(st.timers.len()));
         }
+        if !st.pending_reads.is_empty() {
+            if st.pending_reads.len() > 1 {
+                return Err(Unsnapshottable::ManyReads(st.pending_reads.len()));
+            }
+            if !st.stdout.is_empty() || !st.stderr.is_empty() {
+                return Err(Unsnapshottable::Wrote);
+            }
+            if self.globals.is_empty() {
+                return Err(Unsnapshottable::NoGlobals);
+            }
+        }
         let sp = self.sp()?;
         let st = self.store.data();
         let Some(mem) = st.mem else {
@@ -352,6 +396,7 @@ impl GoInstance {
         let values = copier.values(&st.values);
         let global = copier.obj(&st.global);
         let go = copier.obj(&st.go);
+        let pending_read = st.pending_reads.front().map(|p| copy_read(&mut copier, p));
         copier.finish();
         let globals = self
             .globals
@@ -369,14 +414,22 @@ impl GoInstance {
             next_timer: st.next_timer,
             stdout: st.stdout.clone(),
             stderr: st.stderr.clone(),
+            pending_read,
         })
     }
 
     /// Puts this instance (the one `snapshot` was taken from) back into the snapshot's state,
     /// with `stdin` as fd 0 and a fresh deadline and output buffers. Memory the program grew
     /// since is zeroed (Go takes fresh memory to be zero) and stays allocated.
+    ///
+    /// An instance whose snapshot was taken at a read of stdin is restored even after the
+    /// program exited (every global is restored, so nothing of the exit remains).
     pub fn restore(&mut self, snapshot: &Snapshot, stdin: Vec<u8>) -> Result<(), Unsnapshottable> {
-        self.check_paused()?;
+        let full = snapshot.globals.len() == self.globals.len() && !self.globals.is_empty();
+        match self.check_paused() {
+            Err(Unsnapshottable::Exited) if snapshot.pending_read.is_some() && full => {}
+            other => other?,
+        }
         if !self.store.data().timers.is_empty() {
             // Timers left by the last call are dropped with the rest of its state.
             self.store.data_mut().timers.clear();
@@ -384,7 +437,7 @@ impl GoInstance {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         self.store.data_mut().deadline = deadline;
         self._ticker = arm_deadline_at(&mut self.store, deadline);
-        if snapshot.globals.len() == self.globals.len() && !self.globals.is_empty() {
+        if full {
             for (i, (g, v)) in self.globals.iter().zip(&snapshot.globals).enumerate() {
                 if g.ty(&self.store).mutability() == wasmtime::Mutability::Var {
                     g.set(&mut self.store, *v)
@@ -413,11 +466,17 @@ impl GoInstance {
         let values = copier.values(&snapshot.values);
         let global = copier.obj(&snapshot.global);
         let go = copier.obj(&snapshot.go);
+        let pending_read = snapshot
+            .pending_read
+            .as_ref()
+            .map(|p| copy_read(&mut copier, p));
         copier.finish();
         let st = self.store.data_mut();
         st.values = values;
         st.global = global;
         st.go = go;
+        st.exited = None;
+        st.pending_reads = pending_read.into_iter().collect();
         st.next_timer = snapshot.next_timer;
         st.stdin = stdin;
         st.stdin_pos = 0;
@@ -528,6 +587,18 @@ impl GoInstance {
     /// Runs timers until the program exits, has nothing left to wait for, or (with
     /// `function`) has registered that global function. Returns whether it exited.
     pub fn run_until(&mut self, function: Option<&str>) -> Result<bool, GoJsError> {
+        self.run_loop(function, false)
+    }
+
+    /// Runs timers until the program exits, has registered the global function `function`,
+    /// waits for a read of stdin to complete (with [`GoOptions::defer_stdin`]; the read stays
+    /// pending, see [`GoInstance::waiting_for_stdin`]), or has nothing left to wait for.
+    /// Returns whether it exited.
+    pub fn run_until_stdin(&mut self, function: Option<&str>) -> Result<bool, GoJsError> {
+        self.run_loop(function, true)
+    }
+
+    fn run_loop(&mut self, function: Option<&str>, stop_at_stdin: bool) -> Result<bool, GoJsError> {
         loop {
             if self.exit_code().is_some() {
                 return Ok(true);
@@ -536,6 +607,13 @@ impl GoInstance {
                 && self.has_function(name)
             {
                 return Ok(false);
+            }
+            if self.waiting_for_stdin() {
+                if stop_at_stdin {
+                    return Ok(false);
+                }
+                self.complete_read()?;
+                continue;
             }
             let next = self
                 .store
@@ -570,6 +648,40 @@ impl GoInstance {
             }
             self.store.data_mut().timers.remove(&id);
         }
+    }
+
+    /// Whether the program waits for a read of stdin to complete ([`GoOptions::defer_stdin`]).
+    pub fn waiting_for_stdin(&self) -> bool {
+        !self.store.data().pending_reads.is_empty()
+    }
+
+    /// Completes the oldest pending read of stdin and runs Go until it waits again, as node
+    /// does when `fs.read`'s callback fires.
+    fn complete_read(&mut self) -> Result<(), GoJsError> {
+        let Some(read) = self.store.data_mut().pending_reads.pop_front() else {
+            return Ok(());
+        };
+        let result = host::read_stdin(self.store.data_mut(), &read.buf, read.off, read.len);
+        let args = match result {
+            Ok(n) => vec![Value::Null, Value::Number(n as f64)],
+            Err(e) => vec![e],
+        };
+        let Some(Callable::GoFunc(id)) = read.cb.as_object().and_then(Obj::callable) else {
+            return Err(GoJsError::Trap {
+                what: self.what.clone(),
+                message: "fs.read of stdin was given a callback that is not a Go function".into(),
+            });
+        };
+        let event = Obj::plain(vec![
+            ("id", Value::Number(f64::from(id))),
+            ("this", Value::Undefined),
+            ("args", Value::Object(Obj::array(args))),
+        ]);
+        self.store
+            .data()
+            .go
+            .set("_pendingEvent", Value::Object(event));
+        self.resume(None)
     }
 
     /// Makes Go report a deadlock ("all goroutines are asleep") as node does when the program
@@ -659,6 +771,17 @@ impl GoInstance {
             what: self.what.clone(),
             message,
         }
+    }
+}
+
+/// The copy of a pending read, its buffer and callback taken through `copier` (so they stay
+/// the same objects as those the copied reference table holds).
+fn copy_read(copier: &mut HeapCopier, read: &PendingRead) -> PendingRead {
+    PendingRead {
+        buf: copier.obj(&read.buf),
+        off: read.off,
+        len: read.len,
+        cb: copier.value(&read.cb),
     }
 }
 

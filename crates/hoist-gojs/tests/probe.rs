@@ -194,6 +194,82 @@ fn command_style_reads_stdin_and_exits() {
     );
 }
 
+/// A command paused at its first read of stdin (reads deferred, as node's `fs.read` is) is
+/// snapshotted there; restoring it, even after the program exited, and completing the read
+/// with another stdin gives what a fresh start on that stdin gives.
+#[test]
+fn a_command_snapshotted_at_its_first_read_of_stdin_runs_again_on_new_input() {
+    let (Some((engine, plain)), Some(module)) = (probe(), probe_with_globals()) else {
+        return;
+    };
+    let options = |stdin: &[u8]| GoOptions {
+        argv: vec!["js".into(), "command".into()],
+        stdin: stdin.to_vec(),
+        defer_stdin: true,
+        ..GoOptions::default()
+    };
+    let first = b"first input, read in 7-byte chunks\n".repeat(20);
+    let mut go = GoInstance::start(engine.engine(), module, "gojs-probe", options(&first))
+        .expect("start probe");
+    // main sleeps on a timer, then reads stdin.
+    assert!(!go.run_until_stdin(None).unwrap());
+    assert!(go.waiting_for_stdin(), "paused at the read of stdin");
+    assert_eq!(go.stdin_read(), 0);
+    let snap = go.snapshot().expect("snapshot at the first read");
+    assert!(snap.at_stdin_read());
+    assert!(go.run_until_idle().unwrap());
+    assert_eq!(go.exit_code(), Some(3));
+    assert_eq!(
+        go.take_stdout(),
+        String::from_utf8_lossy(&first).to_uppercase().into_bytes()
+    );
+    assert_eq!(go.take_stderr(), b"command done\n");
+    for (i, stdin) in [
+        b"second".to_vec(),
+        Vec::new(),
+        b"third, longer: ".repeat(500),
+        first.clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        go.restore(&snap, stdin.clone())
+            .expect("restore after exit");
+        assert_eq!(go.exit_code(), None, "restored before the exit");
+        assert!(go.waiting_for_stdin());
+        assert!(go.run_until_idle().unwrap(), "{i}");
+        // The same stdin on a fresh start, reads completed synchronously.
+        let mut fresh = GoInstance::start(
+            engine.engine(),
+            plain,
+            "gojs-probe",
+            GoOptions {
+                defer_stdin: false,
+                ..options(&stdin)
+            },
+        )
+        .expect("start probe");
+        assert!(fresh.run_until_idle().unwrap());
+        assert_eq!(go.exit_code(), fresh.exit_code(), "{i}");
+        let out = go.take_stdout();
+        assert_eq!(out, fresh.take_stdout(), "{i}");
+        assert_eq!(
+            out,
+            String::from_utf8_lossy(&stdin).to_uppercase().into_bytes()
+        );
+        assert_eq!(go.take_stderr(), fresh.take_stderr(), "{i}");
+    }
+    // Output before the first read, or a module without exported globals: no snapshot there.
+    let mut go = GoInstance::start(engine.engine(), plain, "gojs-probe", options(b"x"))
+        .expect("start probe");
+    assert!(!go.run_until_stdin(None).unwrap());
+    assert!(go.waiting_for_stdin());
+    assert_eq!(
+        go.snapshot().unwrap_err(),
+        hoist_gojs::Unsnapshottable::NoGlobals
+    );
+}
+
 #[test]
 fn limits_stop_runaway_functions() {
     let Some(mut go) = start(GoOptions {

@@ -167,10 +167,7 @@ impl Runner {
         digest: &str,
         what: &str,
     ) -> Option<(&'a FlightEngine, LoadedModule)> {
-        let key = hoist_modules::Sha256Digest::of(
-            format!("hoist-gojs export_globals v1 of {digest}").as_bytes(),
-        )
-        .to_hex();
+        let key = snapshot_ready_key(digest);
         if let Some(m) = engine.load_cached(&key) {
             return Some((engine, m));
         }
@@ -197,12 +194,14 @@ impl Runner {
                         })?;
                 let digest = ready.info.sha256.to_hex();
                 let instrumented = || self.snapshot_ready(ready.engine, &location, &digest, image);
+                let cached = || snapshot_ready_cached(ready.engine, &digest);
                 Ok(function::run_wasm_keyed(
                     ready.engine,
                     &ready.loaded,
                     Some(&SnapshotSource {
                         digest: &digest,
                         instrumented: &instrumented,
+                        instrumented_cached: &cached,
                     }),
                     image,
                     input,
@@ -226,12 +225,14 @@ impl Runner {
                     let digest = ready.info.sha256.to_hex();
                     let instrumented =
                         || self.snapshot_ready(ready.engine, &path_str, &digest, program);
+                    let cached = || snapshot_ready_cached(ready.engine, &digest);
                     return Ok(function::run_wasm_keyed(
                         ready.engine,
                         &ready.loaded,
                         Some(&SnapshotSource {
                             digest: &digest,
                             instrumented: &instrumented,
+                            instrumented_cached: &cached,
                         }),
                         program,
                         input,
@@ -250,6 +251,22 @@ impl Runner {
             }
         }
     }
+}
+
+/// The compiled-module cache key of the snapshot-ready form of the module `digest`.
+fn snapshot_ready_key(digest: &str) -> String {
+    hoist_modules::Sha256Digest::of(format!("hoist-gojs export_globals v1 of {digest}").as_bytes())
+        .to_hex()
+}
+
+/// The snapshot-ready form of the module `digest` when the compiled-module cache has it.
+fn snapshot_ready_cached<'a>(
+    engine: &'a FlightEngine,
+    digest: &str,
+) -> Option<(&'a FlightEngine, LoadedModule)> {
+    engine
+        .load_cached(&snapshot_ready_key(digest))
+        .map(|m| (engine, m))
 }
 
 fn load_hint(image: &str, location: &str, message: &str) -> String {

@@ -129,6 +129,9 @@ pub struct SnapshotSource<'a> {
     pub digest: &'a str,
     /// Makes the rewritten module ready (`None`: it cannot be had; no snapshot then).
     pub instrumented: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
+    /// The rewritten module when it is already compiled (in the compiled-module cache), so
+    /// that even the first call of a module can be snapshotted at no extra compile.
+    pub instrumented_cached: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
 }
 
 /// Runs the Wasm function `module` on `input`. With a [`SnapshotSource`], a Go js/wasm
@@ -212,6 +215,19 @@ struct Pooled {
     key: PoolKey,
     go: GoInstance,
     snapshot: Snapshot,
+    /// For a snapshot at a command's first read of stdin, until it is verified: the input
+    /// and output of the run it was taken in (a restored run on the same input must give
+    /// the same output, byte for byte).
+    unverified: Option<(Vec<u8>, FnOutput)>,
+}
+
+/// Command-style runs served from a snapshot at the first read of stdin, in this process.
+static STDIN_RESTORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many command-style Go js/wasm runs (in this process) were served by restoring a
+/// snapshot taken at the program's first read of stdin, instead of starting Go afresh.
+pub fn stdin_snapshot_restores() -> usize {
+    STDIN_RESTORES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Most modules whose instance and snapshot are kept per thread (a render pipeline rarely has
@@ -233,8 +249,9 @@ fn take_pooled(key: &PoolKey) -> Option<Pooled> {
 }
 
 fn put_back(pooled: Pooled) {
-    // A program that exited, or grew far past its snapshot, is not kept.
-    if pooled.go.exit_code().is_some()
+    // A program that exited (unless its snapshot is at a command's read of stdin, which
+    // restores an exited program), or grew far past its snapshot, is not kept.
+    if (pooled.go.exit_code().is_some() && !pooled.snapshot.at_stdin_read())
         || pooled.go.memory_size() > pooled.snapshot.memory_bytes().saturating_add(512 << 20)
     {
         return;
@@ -295,18 +312,27 @@ fn run_go_js(
     });
     // Warm: restore the post-`main` snapshot of an instance of the same module and call it.
     if let Some(mut pooled) = key.as_ref().and_then(take_pooled) {
-        match pooled.go.restore(&pooled.snapshot, input.to_vec()) {
-            Ok(()) => {
-                tracing::debug!(what, "restored the post-main snapshot");
-                let out = call_process_resource_list(&mut pooled.go, input);
-                // A call that trapped or hit a limit leaves nothing to reuse.
-                if out.is_ok() {
-                    put_back(pooled);
-                }
+        if pooled.snapshot.at_stdin_read() {
+            if let Some(out) = run_from_stdin_snapshot(pooled, what, input) {
                 return out;
             }
-            Err(e) => {
-                tracing::debug!(what, reason = %e, "snapshot not restorable; starting afresh")
+            if let Some(src) = source {
+                mark(src.digest, Seen::NotSnapshottable);
+            }
+        } else {
+            match pooled.go.restore(&pooled.snapshot, input.to_vec()) {
+                Ok(()) => {
+                    tracing::debug!(what, "restored the post-main snapshot");
+                    let out = call_process_resource_list(&mut pooled.go, input);
+                    // A call that trapped or hit a limit leaves nothing to reuse.
+                    if out.is_ok() {
+                        put_back(pooled);
+                    }
+                    return out;
+                }
+                Err(e) => {
+                    tracing::debug!(what, reason = %e, "snapshot not restorable; starting afresh")
+                }
             }
         }
     }
@@ -315,7 +341,7 @@ fn run_go_js(
         Some(src) => match seen(src.digest) {
             None => {
                 mark(src.digest, Seen::Once);
-                None
+                (src.instrumented_cached)()
             }
             Some(Seen::Once) => {
                 let m = (src.instrumented)();
@@ -333,17 +359,21 @@ fn run_go_js(
         Some((e, m)) => (*e, &m.module),
         None => (engine, &module.module),
     };
+    // Only a run of the snapshot-ready form tells whether the module can be snapshotted.
     let not_snapshottable = || {
-        if let Some(src) = source {
+        if let (Some(src), Some(_)) = (source, &instrumented) {
             mark(src.digest, Seen::NotSnapshottable);
         }
     };
+    let options_defer = key.is_some() && instrumented.is_some();
     let options = GoOptions {
         argv: vec!["js".into()],
         stdin: input.to_vec(),
         max_memory_bytes: limits.max_memory_bytes,
         timeout: limits.timeout,
         max_output_bytes: limits.max_output_bytes,
+        // The snapshot-ready form pauses at a command's first read of stdin, to snapshot it.
+        defer_stdin: options_defer,
         ..GoOptions::default()
     };
     let mut go =
@@ -353,6 +383,31 @@ fn run_go_js(
                 stderr: String::new(),
             }
         })?;
+    // Command style, paused at its first read of stdin: snapshot it there.
+    if options_defer && go.exit_code().is_none() && !go.has_function("processResourceList") {
+        go.run_until_stdin(Some("processResourceList"))
+            .map_err(|error| FnRunError::GoJs {
+                error,
+                stderr: take_all_stderr(&mut go),
+            })?;
+    }
+    let stdin_snapshot = match &key {
+        Some(_) if go.waiting_for_stdin() && go.stdin_read() == 0 => match go.snapshot() {
+            Ok(s) => {
+                tracing::debug!(
+                    what,
+                    memory = s.memory_bytes(),
+                    "took the snapshot at the first read of stdin"
+                );
+                Some(s)
+            }
+            Err(e) => {
+                tracing::debug!(what, reason = %e, "no snapshot at the first read of stdin");
+                None
+            }
+        },
+        _ => None,
+    };
     // Command style: main read stdin, wrote stdout and exited.
     if let Some(code) = go.exit_code() {
         not_snapshottable();
@@ -362,9 +417,18 @@ fn run_go_js(
         // Let pending timers run, as node's event loop would; a command may still finish.
         match go.run_until(Some("processResourceList")) {
             Ok(true) => {
-                not_snapshottable();
                 let code = go.exit_code().unwrap_or(0);
-                return Ok(command_output(&mut go, code));
+                let out = command_output(&mut go, code);
+                match (key, stdin_snapshot) {
+                    (Some(key), Some(snapshot)) => put_back(Pooled {
+                        key,
+                        go,
+                        snapshot,
+                        unverified: Some((input.to_vec(), out.clone())),
+                    }),
+                    _ => not_snapshottable(),
+                }
+                return Ok(out);
             }
             Ok(false) if go.has_function("processResourceList") => {}
             Ok(false) => {
@@ -410,9 +474,77 @@ fn run_go_js(
     };
     let out = call_process_resource_list(&mut go, input);
     if let (Some(key), Some(snapshot), true) = (key, snapshot, out.is_ok()) {
-        put_back(Pooled { key, go, snapshot });
+        put_back(Pooled {
+            key,
+            go,
+            snapshot,
+            unverified: None,
+        });
     }
     out
+}
+
+/// Runs a command-style function from its snapshot at the first read of stdin: verifies the
+/// snapshot first if it is new (the run it was taken in, replayed, must give the same output
+/// byte for byte), then restores it with `input` as stdin and runs the program to its exit.
+/// `None` when the snapshot cannot be used (the caller starts afresh; snapshots are then off
+/// for the module).
+fn run_from_stdin_snapshot(
+    mut pooled: Pooled,
+    what: &str,
+    input: &[u8],
+) -> Option<Result<FnOutput, FnRunError>> {
+    if let Some((first_input, first_output)) = pooled.unverified.take() {
+        match finish_restored(&mut pooled, what, first_input) {
+            Some(Ok(again)) if same_output(&again, &first_output) => {
+                tracing::debug!(what, "verified the snapshot at the first read of stdin");
+            }
+            Some(Ok(_)) | Some(Err(_)) | None => {
+                tracing::warn!(
+                    what,
+                    "a run restored from the snapshot at the first read of stdin did not give the output of the run it was taken in; snapshots are off for this function"
+                );
+                return None;
+            }
+        }
+    }
+    let out = finish_restored(&mut pooled, what, input.to_vec())?;
+    STDIN_RESTORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if out.is_ok() {
+        put_back(pooled);
+    }
+    Some(out)
+}
+
+/// Restores `pooled` with `input` as stdin and runs it to its exit (`None`: not restorable).
+fn finish_restored(
+    pooled: &mut Pooled,
+    what: &str,
+    input: Vec<u8>,
+) -> Option<Result<FnOutput, FnRunError>> {
+    if let Err(e) = pooled.go.restore(&pooled.snapshot, input) {
+        tracing::debug!(what, reason = %e, "snapshot at the first read of stdin not restorable");
+        return None;
+    }
+    tracing::debug!(what, "restored the snapshot at the first read of stdin");
+    let go = &mut pooled.go;
+    Some(match go.run_until(None) {
+        Ok(true) => {
+            let code = go.exit_code().unwrap_or(0);
+            Ok(command_output(go, code))
+        }
+        // It did not exit as the run the snapshot was taken in did: not the same program
+        // behaviour, so the snapshot is not used.
+        Ok(false) => return None,
+        Err(error) => Err(FnRunError::GoJs {
+            error,
+            stderr: take_all_stderr(go),
+        }),
+    })
+}
+
+fn same_output(a: &FnOutput, b: &FnOutput) -> bool {
+    a.kind == b.kind && a.output == b.output && a.stderr == b.stderr && a.exit_code == b.exit_code
 }
 
 /// Calls `processResourceList` (and `processResourceListErrors` when the result is not a

@@ -1,0 +1,137 @@
+//! Command-style Go js/wasm functions (no `processResourceList`: stdin -> stdout through
+//! `fs`) snapshotted at their first read of stdin: the real kpt catalog set-annotations built
+//! for js/wasm (`scripts/test.d/krm.sh` builds it into `$HOIST_KRM_FUNCTIONS_DIR`) gives
+//! byte-identical outputs on several different inputs with the snapshot and with a fresh
+//! start for every call, and the snapshot path really serves the later calls.
+
+use hoist_krm::function::{self, FnKind, FnLimits, SnapshotSource};
+use hoist_runtime::{Compiler, FlightEngine, LoadedModule};
+use std::path::PathBuf;
+
+fn functions_dir() -> Option<PathBuf> {
+    match std::env::var_os("HOIST_KRM_FUNCTIONS_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "HOIST_KRM_FUNCTIONS_DIR is not set: scripts/test.d/krm.sh builds the kpt catalog functions"
+            )
+        }
+        None => {
+            eprintln!(
+                "skipping: HOIST_KRM_FUNCTIONS_DIR is not set (scripts/test.d/krm.sh builds the kpt catalog functions)"
+            );
+            None
+        }
+    }
+}
+
+fn input(n: usize, team: &str) -> Vec<u8> {
+    let items: String = (0..n)
+        .map(|i| {
+            format!(
+                "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: cm-{team}-{i}\n    namespace: ns-{i}\n    annotations:\n      config.kubernetes.io/path: cm-{i}.yaml\n  data:\n    key: value-{i}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: config.kubernetes.io/v1\nkind: ResourceList\nitems:\n{items}functionConfig:\n  apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: fn-config\n  data:\n    team: {team}\n    tier: t{n}\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
+    let Some(dir) = functions_dir() else { return };
+    let path = dir.join("set-annotations.wasm");
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (rerun scripts/test.d/krm.sh)", path.display()));
+    let engine = FlightEngine::new(Compiler::Winch, None).expect("engine");
+    let digest = "set-annotations-js-test";
+    let module = engine
+        .load(&wasm, digest, "set-annotations.wasm")
+        .expect("compile set-annotations");
+    let rewritten = hoist_gojs::export_globals(&wasm).expect("a Go module has globals");
+    let instrumented = engine
+        .load(
+            &rewritten,
+            "set-annotations-js-test-ready",
+            "set-annotations (ready)",
+        )
+        .expect("compile the snapshot-ready form");
+    let ready = || -> Option<(&FlightEngine, LoadedModule)> {
+        Some((
+            &engine,
+            LoadedModule {
+                module: instrumented.module.clone(),
+                cache_status: instrumented.cache_status,
+                load_time: instrumented.load_time,
+                compiler: instrumented.compiler,
+            },
+        ))
+    };
+    let limits = FnLimits::default();
+    let inputs: Vec<Vec<u8>> = [
+        (3, "payments"),
+        (1, "search"),
+        (12, "ops"),
+        (3, "payments"),
+        (7, "web"),
+    ]
+    .iter()
+    .map(|(n, team)| input(*n, team))
+    .collect();
+
+    // Fresh starts (no snapshot source).
+    let fresh: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            function::run_wasm(&engine, &module, "set-annotations", i, limits).expect("fresh run")
+        })
+        .collect();
+    for (i, out) in fresh.iter().enumerate() {
+        assert_eq!(out.kind, FnKind::GoJsCommand, "{i}");
+        assert_eq!(out.exit_code, 0, "{i}: {}", out.stderr);
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.contains("kind: ResourceList"), "{i}: {text}");
+    }
+    let text0 = String::from_utf8_lossy(&fresh[0].output);
+    assert!(
+        text0.contains("team: payments") && text0.contains("cm-payments-2"),
+        "{text0}"
+    );
+    assert_ne!(fresh[0].output, fresh[1].output);
+
+    // With the snapshot: the first call snapshots at the read of stdin, the others restore.
+    function::clear_snapshots();
+    let before = function::stdin_snapshot_restores();
+    let source = SnapshotSource {
+        digest,
+        instrumented: &ready,
+        instrumented_cached: &ready,
+    };
+    for (i, (inp, want)) in inputs.iter().zip(&fresh).enumerate() {
+        let got = function::run_wasm_keyed(
+            &engine,
+            &module,
+            Some(&source),
+            "set-annotations",
+            inp,
+            limits,
+        )
+        .expect("run with snapshot");
+        assert_eq!(got.kind, want.kind, "{i}");
+        assert_eq!(got.exit_code, want.exit_code, "{i}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.output),
+            String::from_utf8_lossy(&want.output),
+            "{i}"
+        );
+        assert_eq!(got.stderr, want.stderr, "{i}");
+    }
+    assert_eq!(
+        function::stdin_snapshot_restores() - before,
+        inputs.len() - 1,
+        "every call after the first is served from the snapshot at the first read of stdin"
+    );
+    function::clear_snapshots();
+}
