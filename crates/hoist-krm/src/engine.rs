@@ -1,7 +1,7 @@
 //! Running functions on items: one step (selection, ids, run, merge), `fn eval` and
 //! `fn render`, with kpt's console output.
 
-use crate::function::{self, FnLimits, FnOutput, FnRunError, SnapshotSource};
+use crate::function::{self, FnLimits, FnOutput, FnRunError, GoResumeCaches, SnapshotSource};
 use crate::kptfile::{self, FunctionSpec, Pipeline};
 use crate::package::{self, Originals, PackageError};
 use crate::resource_list::{self as rl, FnResult, ID, LEGACY_ID, ResourceList};
@@ -55,6 +55,8 @@ pub struct Runner {
     pub allow_exec: bool,
     /// Registry mirrors (`HOIST_REGISTRY_MIRRORS`, the hoist config file).
     pub mirrors: crate::images::Mirrors,
+    /// Resume points of the Go wasip1 functions run so far, per module.
+    pub go_resume: GoResumeCaches,
 }
 
 /// Failures of one function step.
@@ -195,6 +197,7 @@ impl Runner {
                 let digest = ready.info.sha256.to_hex();
                 let instrumented = || self.snapshot_ready(ready.engine, &location, &digest, image);
                 let cached = || snapshot_ready_cached(ready.engine, &digest);
+                let resume = self.go_resume.for_digest(&digest);
                 Ok(function::run_wasm_keyed(
                     ready.engine,
                     &ready.loaded,
@@ -202,6 +205,7 @@ impl Runner {
                         digest: &digest,
                         instrumented: &instrumented,
                         instrumented_cached: &cached,
+                        wasi_resume: Some(&resume),
                     }),
                     image,
                     input,
@@ -226,6 +230,7 @@ impl Runner {
                     let instrumented =
                         || self.snapshot_ready(ready.engine, &path_str, &digest, program);
                     let cached = || snapshot_ready_cached(ready.engine, &digest);
+                    let resume = self.go_resume.for_digest(&digest);
                     return Ok(function::run_wasm_keyed(
                         ready.engine,
                         &ready.loaded,
@@ -233,6 +238,7 @@ impl Runner {
                             digest: &digest,
                             instrumented: &instrumented,
                             instrumented_cached: &cached,
+                            wasi_resume: Some(&resume),
                         }),
                         program,
                         input,
@@ -1137,6 +1143,7 @@ mod tests {
             .into_iter()
             .collect(),
             allow_exec: false,
+            go_resume: Default::default(),
             mirrors: {
                 let mut m = crate::images::Mirrors::default();
                 m.extend_from_env_value("ghcr.io=http://127.0.0.1:5000")

@@ -2,7 +2,9 @@
 //! preview 1, or a native program (`--exec`).
 
 use hoist_gojs::{GoInstance, GoJsError, GoOptions, Snapshot, Value as JsValue};
-use hoist_runtime::{FlightEngine, FlightError, FlightSpec, LoadedModule, StderrMode};
+use hoist_runtime::{
+    FlightEngine, FlightError, FlightSpec, GoResumeCache, LoadedModule, StderrMode,
+};
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
@@ -132,6 +134,32 @@ pub struct SnapshotSource<'a> {
     /// The rewritten module when it is already compiled (in the compiled-module cache), so
     /// that even the first call of a module can be snapshotted at no extra compile.
     pub instrumented_cached: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
+    /// For a Go `GOOS=wasip1` function: the resume points of this module (its state at its
+    /// first read of stdin), so that later calls skip Go's start-up
+    /// ([`hoist_runtime::run_flight_resumable`]).
+    pub wasi_resume: Option<&'a GoResumeCache>,
+}
+
+/// One [`GoResumeCache`] per module digest, for the Go `GOOS=wasip1` functions a runner
+/// calls: living as long as the runner, so a render over many packages pays each module's
+/// start-up once.
+#[derive(Debug, Default)]
+pub struct GoResumeCaches {
+    caches: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<GoResumeCache>>>,
+}
+
+impl GoResumeCaches {
+    /// The cache of the module with SHA-256 `digest` (made empty on first use).
+    pub fn for_digest(&self, digest: &str) -> std::sync::Arc<GoResumeCache> {
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.entry(digest.to_string()).or_default().clone()
+    }
+
+    /// How many runs, over every module, started from a resume point.
+    pub fn resumed(&self) -> usize {
+        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.values().map(|c| c.resumed()).sum()
+    }
 }
 
 /// Runs the Wasm function `module` on `input`. With a [`SnapshotSource`], a Go js/wasm
@@ -169,7 +197,14 @@ pub fn run_wasm_keyed(
         stderr: StderrMode::Capture,
         cluster: None,
     };
-    match hoist_runtime::run_flight(engine, module, spec) {
+    let resume = snapshot
+        .and_then(|s| s.wasi_resume)
+        .filter(|_| snapshots_enabled());
+    let result = match resume {
+        Some(cache) => hoist_runtime::run_flight_resumable(engine, module, spec, cache),
+        None => hoist_runtime::run_flight(engine, module, spec),
+    };
+    match result {
         Ok(out) => Ok(FnOutput {
             kind: FnKind::Wasi,
             output: out.stdout,
@@ -191,7 +226,9 @@ pub fn run_wasm_keyed(
     }
 }
 
-/// Whether post-`main` snapshots are used (`HOIST_GOJS_SNAPSHOT=0` turns them off, to compare).
+/// Whether snapshots are used: post-`main` and first-read-of-stdin snapshots of Go js/wasm
+/// functions, and resume points of Go wasip1 ones (`HOIST_GOJS_SNAPSHOT=0` turns them all
+/// off, to compare).
 pub fn snapshots_enabled() -> bool {
     !matches!(
         std::env::var("HOIST_GOJS_SNAPSHOT").as_deref(),

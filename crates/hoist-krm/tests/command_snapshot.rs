@@ -2,7 +2,8 @@
 //! `fs`) snapshotted at their first read of stdin: the real kpt catalog set-annotations built
 //! for js/wasm (`scripts/test.d/krm.sh` builds it into `$HOIST_KRM_FUNCTIONS_DIR`) gives
 //! byte-identical outputs on several different inputs with the snapshot and with a fresh
-//! start for every call, and the snapshot path really serves the later calls.
+//! start for every call, and the snapshot path really serves the later calls; its wasip1
+//! build the same through resume points.
 
 use hoist_krm::function::{self, FnKind, FnLimits, SnapshotSource};
 use hoist_runtime::{Compiler, FlightEngine, LoadedModule};
@@ -108,6 +109,7 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
         digest,
         instrumented: &ready,
         instrumented_cached: &ready,
+        wasi_resume: None,
     };
     for (i, (inp, want)) in inputs.iter().zip(&fresh).enumerate() {
         let got = function::run_wasm_keyed(
@@ -134,4 +136,75 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
         "every call after the first is served from the snapshot at the first read of stdin"
     );
     function::clear_snapshots();
+}
+
+/// The same for the `GOOS=wasip1` build of set-annotations: later calls resume from the
+/// state the first reached at its first read of stdin (`hoist_runtime::run_flight_resumable`),
+/// with outputs byte-identical to fresh runs.
+#[test]
+fn set_annotations_wasip1_resume_gives_fresh_start_outputs() {
+    let Some(dir) = functions_dir() else { return };
+    let path = dir.join("set-annotations.wasip1.wasm");
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (rerun scripts/test.d/krm.sh)", path.display()));
+    let engine = FlightEngine::new(Compiler::Winch, None).expect("engine");
+    let module = engine
+        .load(
+            &wasm,
+            "set-annotations-wasip1-test",
+            "set-annotations.wasip1.wasm",
+        )
+        .expect("compile set-annotations.wasip1");
+    let limits = FnLimits::default();
+    let inputs: Vec<Vec<u8>> = [(2, "payments"), (9, "search"), (1, "ops"), (2, "payments")]
+        .iter()
+        .map(|(n, team)| input(*n, team))
+        .collect();
+    let fresh: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            function::run_wasm(&engine, &module, "set-annotations-wasi", i, limits)
+                .expect("fresh run")
+        })
+        .collect();
+    for (i, out) in fresh.iter().enumerate() {
+        assert_eq!(out.kind, FnKind::Wasi, "{i}");
+        assert_eq!(out.exit_code, 0, "{i}: {}", out.stderr);
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.contains("kind: ResourceList"), "{i}: {text}");
+    }
+    let text1 = String::from_utf8_lossy(&fresh[1].output);
+    assert!(
+        text1.contains("team: search") && text1.contains("cm-search-8"),
+        "{text1}"
+    );
+    let caches = function::GoResumeCaches::default();
+    let cache = caches.for_digest("set-annotations-wasip1-test");
+    let none = || -> Option<(&FlightEngine, LoadedModule)> { None };
+    let source = SnapshotSource {
+        digest: "set-annotations-wasip1-test",
+        instrumented: &none,
+        instrumented_cached: &none,
+        wasi_resume: Some(&cache),
+    };
+    for (i, (inp, want)) in inputs.iter().zip(&fresh).enumerate() {
+        let got = function::run_wasm_keyed(
+            &engine,
+            &module,
+            Some(&source),
+            "set-annotations-wasi",
+            inp,
+            limits,
+        )
+        .expect("resumable run");
+        assert_eq!(got.exit_code, want.exit_code, "{i}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.output),
+            String::from_utf8_lossy(&want.output),
+            "{i}"
+        );
+        assert_eq!(got.stderr, want.stderr, "{i}");
+    }
+    assert_eq!(cache.resumed(), inputs.len() - 1, "later calls resume");
+    assert_eq!(caches.resumed(), inputs.len() - 1);
 }

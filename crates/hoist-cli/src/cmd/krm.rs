@@ -434,6 +434,7 @@ fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
         image_map,
         allow_exec: flags.allow_exec,
         mirrors: hoist_krm::images::Mirrors::from_env()?,
+        go_resume: Default::default(),
     })
 }
 
