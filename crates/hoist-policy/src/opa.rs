@@ -517,7 +517,7 @@ impl RegoInstance {
     /// Evaluates entrypoint 0 with `input` and `data`; the result set.
     pub(crate) fn evaluate(
         &mut self,
-        input: &Value,
+        input: &[u8],
         data: &[u8],
         limits: &Limits,
     ) -> Result<Value, EvalError> {
@@ -547,7 +547,6 @@ impl RegoInstance {
         if let Err(e) = self.exports.heap_set.call(&mut self.store, heap_after_data) {
             return Err(self.fail(e, limits, "opa_heap_ptr_set"));
         }
-        let input = serde_json::to_vec(input).unwrap_or_default();
         let result_ptr = match (self.exports.opa_eval.clone(), self.force_classic) {
             (Some(opa_eval), false) => {
                 let at = heap_after_data as u32 as usize;
@@ -580,7 +579,7 @@ impl RegoInstance {
                 }
             }
             _ => {
-                let input_addr = self.load_json(&input, limits)?;
+                let input_addr = self.load_json(input, limits)?;
                 let e = &self.exports;
                 let (ctx_new, set_input, set_data, set_entry, eval, get_result, dump) = (
                     e.ctx_new.clone(),
@@ -743,13 +742,20 @@ pub(crate) fn validate(
                 "the policy's setting `kubernetes` was replaced by the Kubernetes context"
             );
         }
-        (json!({"request": request.value()}), Value::Object(data))
+        let input = serde_json::to_vec(&OpaInput {
+            request: request.value(),
+        });
+        (input, Value::Object(data))
     } else {
-        (
-            json!({"parameters": settings, "review": request.value()}),
-            context.unwrap_or_else(|| json!({})),
-        )
+        let input = serde_json::to_vec(&GatekeeperInput {
+            parameters: settings,
+            review: request.value(),
+        });
+        (input, context.unwrap_or_else(|| json!({})))
     };
+    // Serialised from borrowed parts: cloning the request into a `json!` tree first cost
+    // as much as the policy's own evaluation of a small request.
+    let input = input.unwrap_or_default();
     let data = serde_json::to_vec(&data).unwrap_or_default();
     let result = match instance.evaluate(&input, &data, limits) {
         Ok(r) => r,
@@ -759,6 +765,19 @@ pub(crate) fn validate(
         Err(e) => return AdmissionResponse::internal_error(&uid, e),
     };
     interpret(mode, &uid, &result)
+}
+
+/// OPA mode's input document.
+#[derive(serde::Serialize)]
+struct OpaInput<'a> {
+    request: &'a Value,
+}
+
+/// Gatekeeper mode's input document.
+#[derive(serde::Serialize)]
+struct GatekeeperInput<'a> {
+    parameters: &'a Value,
+    review: &'a Value,
 }
 
 /// Reads a result set as kwctl does.
