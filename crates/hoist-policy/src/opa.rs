@@ -556,7 +556,7 @@ impl RegoInstance {
                     .data_mut(&mut self.store)
                     .get_mut(at..at + input.len())
                 {
-                    Some(dst) => dst.copy_from_slice(&input),
+                    Some(dst) => dst.copy_from_slice(input),
                     None => {
                         return Err(EvalError::Protocol(
                             "the Rego heap is outside its memory".into(),
