@@ -8,7 +8,8 @@
 #    a 3-function pipeline (set-namespace, set-annotations js/wasm, set-annotations wasip1),
 #    warm: once with the pipeline on the root only (3 function runs over 100 resources), once
 #    with the pipeline in every package (60 function runs, depth-first), and that again with
-#    post-main snapshots off (HOIST_GOJS_SNAPSHOT=0) to show what they save.
+#    snapshots off (HOIST_GOJS_SNAPSHOT=0: js/wasm post-main and first-read-of-stdin snapshots,
+#    wasip1 resume points) to show what they save.
 #
 #   bench/fn.sh
 #
@@ -161,7 +162,7 @@ render_row "warm-up" root >/dev/null
 log "hoist fn render x$RUNS"
 root_row=$(render_row "pipeline on the root (3 runs, 100 resources)" root)
 every_row=$(render_row "pipeline in all 20 packages (60 runs)" every)
-# The same without post-main snapshots (every js/wasm call pays Go's start-up).
+# The same without snapshots (every call pays Go's start-up).
 nosnap_row=$(HOIST_GOJS_SNAPSHOT=0 render_row "pipeline in all 20 packages, HOIST_GOJS_SNAPSHOT=0" every)
 echo
 echo "fn render of a 20-package tree, 3-function pipeline, warm cache; $RUNS runs"

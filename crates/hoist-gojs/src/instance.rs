@@ -138,6 +138,9 @@ pub enum GoJsError {
     },
 }
 
+/// Go's `run(argc, argv)` export.
+type RunFunc = wasmtime::TypedFunc<(i32, i32), ()>;
+
 /// A Go program instance.
 pub struct GoInstance {
     store: Store<GoState>,
@@ -148,6 +151,9 @@ pub struct GoInstance {
     max_output_bytes: usize,
     timeout: Option<Duration>,
     _ticker: Option<EpochTicker>,
+    /// The module and how it was started, to start a new instance for a restore.
+    module: Module,
+    stream_stderr: bool,
 }
 
 /// A Go program's state once its `main` has registered its functions and blocked: linear
@@ -238,6 +244,9 @@ pub enum Unsnapshottable {
     /// Reading the stack pointer failed.
     #[error("getsp failed: {0}")]
     GetSp(String),
+    /// A new instance to restore into could not be made.
+    #[error("a new instance could not be made: {0}")]
+    Instantiate(String),
     /// The program wrote to stdout or stderr before its first read of stdin.
     #[error("the program wrote output before it read stdin")]
     Wrote,
@@ -292,6 +301,31 @@ impl GoInstance {
         what: &str,
         options: GoOptions,
     ) -> Result<GoInstance, GoJsError> {
+        let argv = options.argv.clone();
+        let env = options.env.clone();
+        let (mut inst, run) = GoInstance::instantiate(engine, module, what, options)?;
+        let Some(mem) = inst.store.data().mem else {
+            return Err(GoJsError::MissingExport {
+                what: what.into(),
+                name: "mem",
+            });
+        };
+        let (argc, argv) = write_args(mem.data_mut(&mut inst.store), &argv, &env)
+            .ok_or_else(|| GoJsError::ArgsTooLong { what: what.into() })?;
+        match run.call(&mut inst.store, (argc, argv)) {
+            Ok(()) => Ok(inst),
+            Err(e) if e.downcast_ref::<GoExited>().is_some() => Ok(inst),
+            Err(e) => Err(inst.classify(e, None)),
+        }
+    }
+
+    /// Instantiates `module` (nothing of Go runs yet); returns the instance and its `run`.
+    fn instantiate(
+        engine: &Engine,
+        module: &Module,
+        what: &str,
+        options: GoOptions,
+    ) -> Result<(GoInstance, RunFunc), GoJsError> {
         check_module(module, what)?;
         let mut state = GoState::new(
             options.stdin,
@@ -313,6 +347,8 @@ impl GoInstance {
             max_output_bytes: options.max_output_bytes,
             timeout: options.timeout,
             _ticker: ticker,
+            module: module.clone(),
+            stream_stderr: options.stream_stderr,
         };
         let linker = host::linker(engine).map_err(|e| GoJsError::Instantiate {
             what: what.into(),
@@ -356,13 +392,39 @@ impl GoInstance {
             st.resume = Some(resume);
             st.getsp = Some(getsp);
         }
-        let (argc, argv) = write_args(mem.data_mut(&mut inst.store), &options.argv, &options.env)
-            .ok_or_else(|| GoJsError::ArgsTooLong { what: what.into() })?;
-        match run.call(&mut inst.store, (argc, argv)) {
-            Ok(()) => Ok(inst),
-            Err(e) if e.downcast_ref::<GoExited>().is_some() => Ok(inst),
-            Err(e) => Err(inst.classify(e, None)),
+        Ok((inst, run))
+    }
+
+    /// Replaces this instance by a new instance of the same module, with linear memory grown
+    /// to `bytes` (for a restore: Go's allocator keeps the end of its heap in memory, so a
+    /// restored program grows memory again past whatever an earlier call grew; a new instance
+    /// keeps memory at the snapshot's size).
+    fn respawn(&mut self, bytes: usize) -> Result<(), Unsnapshottable> {
+        let engine = self.store.engine().clone();
+        let options = GoOptions {
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            stdin: Vec::new(),
+            max_memory_bytes: self.max_memory_bytes,
+            timeout: self.timeout,
+            max_output_bytes: self.max_output_bytes,
+            stream_stderr: self.stream_stderr,
+            defer_stdin: self.store.data().defer_stdin,
+        };
+        let module = self.module.clone();
+        let (mut inst, _run) = GoInstance::instantiate(&engine, &module, &self.what, options)
+            .map_err(|e| Unsnapshottable::Instantiate(e.to_string()))?;
+        let Some(mem) = inst.store.data().mem else {
+            return Err(Unsnapshottable::Memory);
+        };
+        let have = mem.data_size(&inst.store);
+        if bytes > have {
+            let pages = (bytes - have).div_ceil(65536) as u64;
+            mem.grow(&mut inst.store, pages)
+                .map_err(|_| Unsnapshottable::Memory)?;
         }
+        *self = inst;
+        Ok(())
     }
 
     /// Captures the program's state (see [`Snapshot`]). Only a program that is waiting for an
@@ -429,6 +491,11 @@ impl GoInstance {
         match self.check_paused() {
             Err(Unsnapshottable::Exited) if snapshot.pending_read.is_some() && full => {}
             other => other?,
+        }
+        // Memory grew since the snapshot: with every global restorable, a new instance at the
+        // snapshot's size (memory never shrinks, and Go would grow it again past the growth).
+        if full && self.memory_size() > snapshot.memory.len() {
+            self.respawn(snapshot.memory.len())?;
         }
         if !self.store.data().timers.is_empty() {
             // Timers left by the last call are dropped with the rest of its state.

@@ -395,6 +395,9 @@ fn a_restored_snapshot_is_a_fresh_start_for_every_call() {
     }
     // An exit ends it: the instance cannot be restored, nor snapshotted.
     go.restore(&snap, Vec::new()).expect("restore");
+    // The last call grew memory: the restore made a new instance at the snapshot's size
+    // (Go would otherwise grow it again on every call).
+    assert_eq!(go.memory_size(), snap.memory_bytes());
     assert!(go.call("exits", vec![Value::Number(4.0)]).is_err());
     assert_eq!(
         go.restore(&snap, Vec::new()).unwrap_err(),
