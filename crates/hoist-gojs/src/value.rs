@@ -214,6 +214,32 @@ pub struct ObjData {
     pub props: IndexMap<String, Value>,
 }
 
+impl Drop for ObjData {
+    /// Drops what this object alone owns without recursion: a guest can nest arrays or
+    /// objects a million deep, and dropping that graph recursively overflows the native
+    /// stack, which aborts hoist instead of failing the guest.
+    fn drop(&mut self) {
+        let mut stack: Vec<Value> = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(value) = stack.pop() {
+            if let Value::Object(Obj(rc)) = value
+                && let Ok(cell) = Rc::try_unwrap(rc)
+            {
+                // The last owner: empty it here, so its own drop has nothing to recurse into.
+                let mut data = cell.into_inner();
+                take_children(&mut data, &mut stack);
+            }
+        }
+    }
+}
+
+fn take_children(data: &mut ObjData, stack: &mut Vec<Value>) {
+    stack.extend(std::mem::take(&mut data.props).into_values());
+    if let ObjKind::Array(items) = &mut data.kind {
+        stack.append(items);
+    }
+}
+
 /// A reference to an object (identity is the allocation).
 #[derive(Clone, Debug)]
 pub struct Obj(Rc<RefCell<ObjData>>);
@@ -941,6 +967,25 @@ mod tests {
         assert_eq!(Value::Object(arr).to_js_string(), "1,,x");
         let err = Obj::error("TypeError", "boom", None);
         assert_eq!(Value::Object(err).to_js_string(), "TypeError: boom");
+    }
+
+    #[test]
+    fn dropping_a_deeply_nested_graph_does_not_overflow_the_stack() {
+        // Arrays and objects a million deep, as a guest can build through SetIndex/Set.
+        let mut inner = Value::Null;
+        for i in 0..1_000_000 {
+            inner = if i % 2 == 0 {
+                Value::Object(Obj::array(vec![inner]))
+            } else {
+                Value::Object(Obj::plain(vec![("x", inner)]))
+            };
+        }
+        drop(inner);
+        // A shared child survives the drop of one of its owners.
+        let shared = Obj::array(vec![Value::Number(1.0)]);
+        let owner = Obj::array(vec![Value::Object(shared.clone())]);
+        drop(owner);
+        assert_eq!(shared.length(), 1.0);
     }
 
     #[test]
