@@ -196,7 +196,6 @@ impl Runner {
                         })?;
                 let digest = ready.info.sha256.to_hex();
                 let instrumented = || self.snapshot_ready(ready.engine, &location, &digest, image);
-                let cached = || snapshot_ready_cached(ready.engine, &digest);
                 let resume = self.go_resume.for_digest(&digest);
                 Ok(function::run_wasm_keyed(
                     ready.engine,
@@ -204,7 +203,6 @@ impl Runner {
                     Some(&SnapshotSource {
                         digest: &digest,
                         instrumented: &instrumented,
-                        instrumented_cached: &cached,
                         wasi_resume: Some(&resume),
                     }),
                     image,
@@ -229,7 +227,6 @@ impl Runner {
                     let digest = ready.info.sha256.to_hex();
                     let instrumented =
                         || self.snapshot_ready(ready.engine, &path_str, &digest, program);
-                    let cached = || snapshot_ready_cached(ready.engine, &digest);
                     let resume = self.go_resume.for_digest(&digest);
                     return Ok(function::run_wasm_keyed(
                         ready.engine,
@@ -237,7 +234,6 @@ impl Runner {
                         Some(&SnapshotSource {
                             digest: &digest,
                             instrumented: &instrumented,
-                            instrumented_cached: &cached,
                             wasi_resume: Some(&resume),
                         }),
                         program,
@@ -263,16 +259,6 @@ impl Runner {
 fn snapshot_ready_key(digest: &str) -> String {
     hoist_modules::Sha256Digest::of(format!("hoist-gojs export_globals v1 of {digest}").as_bytes())
         .to_hex()
-}
-
-/// The snapshot-ready form of the module `digest` when the compiled-module cache has it.
-fn snapshot_ready_cached<'a>(
-    engine: &'a FlightEngine,
-    digest: &str,
-) -> Option<(&'a FlightEngine, LoadedModule)> {
-    engine
-        .load_cached(&snapshot_ready_key(digest))
-        .map(|m| (engine, m))
 }
 
 fn load_hint(image: &str, location: &str, message: &str) -> String {

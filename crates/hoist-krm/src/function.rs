@@ -131,9 +131,6 @@ pub struct SnapshotSource<'a> {
     pub digest: &'a str,
     /// Makes the rewritten module ready (`None`: it cannot be had; no snapshot then).
     pub instrumented: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
-    /// The rewritten module when it is already compiled (in the compiled-module cache), so
-    /// that even the first call of a module can be snapshotted at no extra compile.
-    pub instrumented_cached: &'a dyn Fn() -> Option<(&'a FlightEngine, LoadedModule)>,
     /// For a Go `GOOS=wasip1` function: the resume points of this module (its state at its
     /// first read of stdin), so that later calls skip Go's start-up
     /// ([`hoist_runtime::run_flight_resumable`]).
@@ -378,7 +375,7 @@ fn run_go_js(
         Some(src) => match seen(src.digest) {
             None => {
                 mark(src.digest, Seen::Once);
-                (src.instrumented_cached)()
+                None
             }
             Some(Seen::Once) => {
                 let m = (src.instrumented)();
