@@ -40,8 +40,14 @@ impl SharedStdin {
             .unwrap_or_else(|p| p.into_inner())
             .extend(bytes);
     }
-    fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    /// Moves up to `buffer.len()` bytes into `buffer`; how many.
+    fn fill(&self, buffer: &mut [u8]) -> usize {
+        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = buffer.len().min(queue.len());
+        for (to, from) in buffer.iter_mut().zip(queue.drain(..n)) {
+            *to = from;
+        }
+        n
     }
     fn take(&self, max: usize) -> Vec<u8> {
         let mut buffer = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,9 +142,6 @@ enum Start<'a> {
 /// A resume point a run took, with the number of host calls the run made.
 type Taken = (ResumePoint, u32);
 
-const ERRNO_BADF: i32 = 8;
-const ERRNO_FAULT: i32 = 21;
-
 /// `fd_read`, in place of WASI's: stdin is the only readable descriptor a policy has, and
 /// this is where a run keeps its state for later resumes.
 fn fd_read(
@@ -149,7 +152,7 @@ fn fd_read(
     nread: i32,
 ) -> wasmtime::Result<i32> {
     if fd != 0 {
-        return Ok(ERRNO_BADF);
+        return Ok(guest::ERRNO_BADF);
     }
     if let Some(layout) = caller.data_mut().capture.take() {
         let state = caller.data();
@@ -163,37 +166,9 @@ fn fd_read(
     let memory = guest_memory(&mut caller, "fd_read")?;
     let stdin = caller.data().stdin.clone();
     let data = memory.data_mut(&mut caller);
-    let word = |data: &[u8], at: usize| -> Option<usize> {
-        let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(u32::from_le_bytes(bytes) as usize)
-    };
-    let mut total = 0usize;
-    for i in 0..(iovs_len as u32 as usize) {
-        let at = (iovs as u32 as usize).saturating_add(i.saturating_mul(8));
-        let (Some(ptr), Some(len)) = (word(data, at), word(data, at.saturating_add(4))) else {
-            return Ok(ERRNO_FAULT);
-        };
-        let Some(buffer) = ptr.checked_add(len).and_then(|end| data.get_mut(ptr..end)) else {
-            return Ok(ERRNO_FAULT);
-        };
-        let bytes = stdin.take(len);
-        if let Some(to) = buffer.get_mut(..bytes.len()) {
-            to.copy_from_slice(&bytes);
-        }
-        total += bytes.len();
-        if bytes.len() < len || stdin.is_empty() {
-            break;
-        }
-    }
-    let nread = nread as u32 as usize;
-    match nread
-        .checked_add(4)
-        .and_then(|end| data.get_mut(nread..end))
-    {
-        Some(to) => to.copy_from_slice(&(total as u32).to_le_bytes()),
-        None => return Ok(ERRNO_FAULT),
-    }
-    Ok(0)
+    Ok(guest::fd_read_into(data, iovs, iovs_len, nread, |buffer| {
+        stdin.fill(buffer)
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,8 +3,8 @@
 use crate::engine::{FlightEngine, LoadedModule};
 use crate::go_resume::{GoLayout, ProcessClock, ResumePoint};
 use crate::guest::{
-    CappedStdout, GuestOutput, MemoryLimitHit, MemoryLimiter, StdoutCapExceeded, TeeStderr,
-    TimeoutHit, add_bounded_poll_oneoff, arm_deadline_at,
+    CappedStdout, ERRNO_BADF, GuestOutput, MemoryLimitHit, MemoryLimiter, StdoutCapExceeded,
+    TeeStderr, TimeoutHit, add_bounded_poll_oneoff, arm_deadline_at,
 };
 use crate::host::{ClusterAccess, HostError, LookupRequest};
 use std::collections::HashMap;
@@ -547,9 +547,6 @@ fn instantiate_and_run(
     .map_err(RunFailure::Wasm)
 }
 
-const ERRNO_BADF: i32 = 8;
-const ERRNO_FAULT: i32 = 21;
-
 /// `fd_read` of a resumable run: stdin from the run's own buffer (the only readable
 /// descriptor a flight has), and the resume point taken at the first read when asked for.
 fn resumable_fd_read(
@@ -589,39 +586,21 @@ fn resumable_fd_read(
     let Some(resume) = state.resume.as_mut() else {
         return Ok(ERRNO_BADF);
     };
-    let word = |data: &[u8], at: usize| -> Option<usize> {
-        let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(u32::from_le_bytes(bytes) as usize)
-    };
-    let mut total = 0usize;
-    for i in 0..(iovs_len as u32 as usize) {
-        let at = (iovs as u32 as usize).saturating_add(i.saturating_mul(8));
-        let (Some(ptr), Some(len)) = (word(data, at), word(data, at.saturating_add(4))) else {
-            return Ok(ERRNO_FAULT);
-        };
-        let Some(buffer) = ptr.checked_add(len).and_then(|end| data.get_mut(ptr..end)) else {
-            return Ok(ERRNO_FAULT);
-        };
-        let rest = resume.stdin.get(resume.stdin_at..).unwrap_or_default();
-        let n = rest.len().min(len);
-        if let (Some(to), Some(from)) = (buffer.get_mut(..n), rest.get(..n)) {
-            to.copy_from_slice(from);
-        }
-        resume.stdin_at += n;
-        total += n;
-        if n < len {
-            break;
-        }
-    }
-    let nread = nread as u32 as usize;
-    match nread
-        .checked_add(4)
-        .and_then(|end| data.get_mut(nread..end))
-    {
-        Some(to) => to.copy_from_slice(&(total as u32).to_le_bytes()),
-        None => return Ok(ERRNO_FAULT),
-    }
-    Ok(0)
+    Ok(crate::guest::fd_read_into(
+        data,
+        iovs,
+        iovs_len,
+        nread,
+        |buffer| {
+            let rest = resume.stdin.get(resume.stdin_at..).unwrap_or_default();
+            let n = rest.len().min(buffer.len());
+            if let (Some(to), Some(from)) = (buffer.get_mut(..n), rest.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            resume.stdin_at += n;
+            n
+        },
+    ))
 }
 
 /// WASI preview 1 (with hoist's bounded `poll_oneoff`) and the `host` module.

@@ -300,3 +300,89 @@ pub(crate) fn poll_oneoff_in(
     dst.copy_from_slice(&count.to_le_bytes());
     Ok(ERRNO_SUCCESS)
 }
+
+/// WASI's `EBADF`, for an `fd_read` of a descriptor the guest does not have.
+pub const ERRNO_BADF: i32 = 8;
+
+/// The body of a WASI `fd_read` served by the host: fills the guest's iovec list at `iovs`
+/// (`iovs_len` entries of pointer and length) from `fill`, which copies up to a buffer's
+/// length and returns how much it copied (0 at end of input), and writes the total at
+/// `nread`. Returns the WASI errno: 0, or `EFAULT` for a pointer outside `memory`.
+pub fn fd_read_into(
+    memory: &mut [u8],
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+    mut fill: impl FnMut(&mut [u8]) -> usize,
+) -> i32 {
+    let word = |data: &[u8], at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(bytes) as usize)
+    };
+    let mut total = 0usize;
+    for i in 0..(iovs_len as u32 as usize) {
+        let at = (iovs as u32 as usize).saturating_add(i.saturating_mul(8));
+        let (Some(ptr), Some(len)) = (word(memory, at), word(memory, at.saturating_add(4))) else {
+            return ERRNO_FAULT;
+        };
+        let Some(buffer) = ptr
+            .checked_add(len)
+            .and_then(|end| memory.get_mut(ptr..end))
+        else {
+            return ERRNO_FAULT;
+        };
+        let n = fill(buffer);
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    let nread = nread as u32 as usize;
+    match nread
+        .checked_add(4)
+        .and_then(|end| memory.get_mut(nread..end))
+    {
+        Some(to) => to.copy_from_slice(&(total as u32).to_le_bytes()),
+        None => return ERRNO_FAULT,
+    }
+    ERRNO_SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iovec(memory: &mut [u8], at: usize, ptr: u32, len: u32) {
+        memory[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
+        memory[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
+    #[test]
+    fn fd_read_into_fills_iovecs_in_order_and_stops_at_the_end_of_input() {
+        let mut memory = vec![0u8; 256];
+        iovec(&mut memory, 0, 100, 3);
+        iovec(&mut memory, 8, 120, 10);
+        let mut input: &[u8] = b"hello";
+        let errno = fd_read_into(&mut memory, 0, 2, 200, |buffer| {
+            let n = buffer.len().min(input.len());
+            buffer[..n].copy_from_slice(&input[..n]);
+            input = &input[n..];
+            n
+        });
+        assert_eq!(errno, ERRNO_SUCCESS);
+        assert_eq!(&memory[100..103], b"hel");
+        assert_eq!(&memory[120..122], b"lo");
+        assert_eq!(u32::from_le_bytes(memory[200..204].try_into().unwrap()), 5);
+    }
+
+    #[test]
+    fn fd_read_into_refuses_pointers_outside_memory() {
+        let mut memory = vec![0u8; 64];
+        iovec(&mut memory, 0, 60, 10); // buffer runs past the end
+        assert_eq!(fd_read_into(&mut memory, 0, 1, 8, |_| 0), ERRNO_FAULT);
+        iovec(&mut memory, 0, 16, 4);
+        assert_eq!(fd_read_into(&mut memory, 0, 1, 62, |_| 0), ERRNO_FAULT); // nread past the end
+        assert_eq!(fd_read_into(&mut memory, 60, 1, 8, |_| 0), ERRNO_FAULT); // iovec past the end
+        assert_eq!(fd_read_into(&mut memory, -8, 1, 8, |_| 0), ERRNO_FAULT);
+    }
+}
