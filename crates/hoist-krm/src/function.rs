@@ -162,7 +162,7 @@ impl GoResumeCaches {
 /// Runs the Wasm function `module` on `input`. With a [`SnapshotSource`], a Go js/wasm
 /// function called again in this thread runs from its snapshot-ready form, whose post-`main`
 /// state is snapshotted and restored for every later call, so Go's start-up is paid at most
-/// twice per module (unless `HOIST_GOJS_SNAPSHOT=0`); outputs are those of a fresh start.
+/// twice per module (when [`snapshots_enabled`]); outputs are those of a fresh start.
 pub fn run_wasm_keyed(
     engine: &FlightEngine,
     module: &LoadedModule,
@@ -223,14 +223,32 @@ pub fn run_wasm_keyed(
     }
 }
 
+/// Process-wide override of `HOIST_GOJS_SNAPSHOT`: 0 = the environment decides, 1 = on, 2 = off.
+static SNAPSHOTS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns snapshots on or off for this process, whatever `HOIST_GOJS_SNAPSHOT` says (for tests
+/// and embedders).
+pub fn set_snapshots_enabled(enabled: bool) {
+    SNAPSHOTS.store(
+        if enabled { 1 } else { 2 },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// Whether snapshots are used: post-`main` and first-read-of-stdin snapshots of Go js/wasm
-/// functions, and resume points of Go wasip1 ones (`HOIST_GOJS_SNAPSHOT=0` turns them all
-/// off, to compare).
+/// functions, and resume points of Go wasip1 ones. Off unless `HOIST_GOJS_SNAPSHOT=1`:
+/// measured on the catalog functions, Go's start-up before the first read is about 30 ms,
+/// while a restore copies the whole heap; a 20-package render was slower with them (15.6 s
+/// against 14.1 s on optimised code) and peaked at 3x the memory.
 pub fn snapshots_enabled() -> bool {
-    !matches!(
-        std::env::var("HOIST_GOJS_SNAPSHOT").as_deref(),
-        Ok("0" | "false" | "off" | "no")
-    )
+    match SNAPSHOTS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => matches!(
+            std::env::var("HOIST_GOJS_SNAPSHOT").as_deref(),
+            Ok("1" | "true" | "on" | "yes")
+        ),
+    }
 }
 
 /// What a pooled instance must match to be reused: the module's digest, its name (errors name

@@ -114,6 +114,7 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
     // With the snapshot: the first call starts the module as is, the second starts its
     // snapshot-ready form and snapshots it at the read of stdin, the others restore (the
     // third first verifies the snapshot by replaying the second's input).
+    function::set_snapshots_enabled(true);
     function::clear_snapshots();
     let before = function::stdin_snapshot_restores();
     let source = SnapshotSource {
@@ -188,6 +189,7 @@ fn set_annotations_wasip1_resume_gives_fresh_start_outputs() {
         text1.contains("team: search") && text1.contains("cm-search-8"),
         "{text1}"
     );
+    function::set_snapshots_enabled(true);
     let caches = function::GoResumeCaches::default();
     let cache = caches.for_digest("set-annotations-wasip1-test");
     let none = || -> Option<(&FlightEngine, LoadedModule)> { None };
