@@ -51,7 +51,7 @@ pub fn call(name: &str, args: &[Value]) -> Result<Value, BuiltinError> {
                     ));
                 }
             };
-            Value::String(sprintf(format, list))
+            Value::String(sprintf(format, list).map_err(BuiltinError::Failed)?)
         }
         "trace" => {
             tracing::debug!("rego trace: {}", s(0)?);
@@ -169,9 +169,19 @@ fn number_text(n: &Number) -> String {
     }
 }
 
+/// The longest text `sprintf` builds. The builtin runs in the host, outside the policy's
+/// memory limit, so a format such as `%999999s` repeated must fail instead of exhausting
+/// the host's memory (a fuzz finding: `%3333333355(` asked for a 3 GB padding).
+pub const SPRINTF_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Go's `fmt` refuses widths and precisions above a million (`tooLarge`): the rest of the
+/// format is then read as a verb-less directive.
+const GO_FMT_NUMBER_LIMIT: usize = 1_000_000;
+
 /// Go's `fmt.Sprintf` as OPA's `sprintf` applies it: strings stay strings, numbers are ints
-/// or floats, anything else is its Rego text.
-pub fn sprintf(format: &str, args: &[Value]) -> String {
+/// or floats, anything else is its Rego text. Fails when the text would exceed
+/// [`SPRINTF_OUTPUT_LIMIT`].
+pub fn sprintf(format: &str, args: &[Value]) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = format.chars().peekable();
     let mut next = 0usize;
@@ -190,7 +200,16 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
                 break;
             }
         }
-        let Some(verb) = chars.next() else {
+        let too_large = spec
+            .split('.')
+            .map(|n| n.trim_start_matches(['-', '+', '#', ' ', '0']))
+            .any(|n| {
+                n.len() > 8
+                    || n.parse::<usize>()
+                        .is_ok_and(|v| v > 10 * GO_FMT_NUMBER_LIMIT + 9)
+            });
+        let verb = if too_large { None } else { chars.next() };
+        let Some(verb) = verb else {
             out.push_str("%!(NOVERB)");
             break;
         };
@@ -249,6 +268,12 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             }
             _ => out.push_str(&text),
         }
+        if out.len() > SPRINTF_OUTPUT_LIMIT {
+            return Err(format!(
+                "sprintf: the text would exceed {SPRINTF_OUTPUT_LIMIT} bytes (format {:?}...)",
+                format.chars().take(40).collect::<String>()
+            ));
+        }
     }
     if next < args.len() {
         out.push_str("%!(EXTRA ");
@@ -263,32 +288,60 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         );
         out.push(')');
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sprintf_ok(format: &str, args: &[Value]) -> String {
+        sprintf(format, args).expect("within the limit")
+    }
+
+    #[test]
+    fn sprintf_refuses_huge_widths_as_go_does_and_caps_its_output() {
+        // Fuzz finding (fuzz/regressions/opa_bridge): a 3 GB padding.
+        assert_eq!(
+            sprintf_ok("%3333333355(", &[json!(3)]),
+            "%!(NOVERB)%!(EXTRA 3)"
+        );
+        assert_eq!(
+            sprintf_ok("%.99999999999f", &[json!(1)]),
+            "%!(NOVERB)%!(EXTRA 1)"
+        );
+        assert_eq!(sprintf_ok("%3s", &[json!(1)]).len(), 3);
+        let many = "%9999999s".repeat(4);
+        let err = sprintf(&many, &[json!(1), json!(2), json!(3), json!(4)]).unwrap_err();
+        assert!(err.contains("exceed"), "{err}");
+        assert!(matches!(
+            call("sprintf", &[json!(many), json!([1, 2, 3, 4])]),
+            Err(BuiltinError::Failed(_))
+        ));
+    }
+
     #[test]
     fn sprintf_follows_go() {
         assert_eq!(
-            sprintf(
+            sprintf_ok(
                 "ingress host conflicts with an existing ingress <%v>",
                 &[json!("foo.bar.com")]
             ),
             "ingress host conflicts with an existing ingress <foo.bar.com>"
         );
         assert_eq!(
-            sprintf("%d items, %s, %v", &[json!(3), json!("x"), json!(1.5)]),
+            sprintf_ok("%d items, %s, %v", &[json!(3), json!("x"), json!(1.5)]),
             "3 items, x, 1.5"
         );
-        assert_eq!(sprintf("%v", &[json!(["a", 1])]), r#"["a", 1]"#);
-        assert_eq!(sprintf("%v", &[json!({"k": true})]), r#"{"k": true}"#);
-        assert_eq!(sprintf("%.2f%%", &[json!(12.345)]), "12.35%");
-        assert_eq!(sprintf("%5s|%-3d|", &[json!("ab"), json!(7)]), "   ab|7  |");
-        assert_eq!(sprintf("%q", &[json!("a\"b")]), r#""a\"b""#);
-        assert_eq!(sprintf("%v %v", &[json!(1)]), "1 %!v(MISSING)");
+        assert_eq!(sprintf_ok("%v", &[json!(["a", 1])]), r#"["a", 1]"#);
+        assert_eq!(sprintf_ok("%v", &[json!({"k": true})]), r#"{"k": true}"#);
+        assert_eq!(sprintf_ok("%.2f%%", &[json!(12.345)]), "12.35%");
+        assert_eq!(
+            sprintf_ok("%5s|%-3d|", &[json!("ab"), json!(7)]),
+            "   ab|7  |"
+        );
+        assert_eq!(sprintf_ok("%q", &[json!("a\"b")]), r#""a\"b""#);
+        assert_eq!(sprintf_ok("%v %v", &[json!(1)]), "1 %!v(MISSING)");
     }
 
     #[test]
