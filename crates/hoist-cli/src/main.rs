@@ -156,3 +156,33 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `--help` everywhere: clap's own consistency checks, and every visible argument of
+    /// every command says what it does (an undocumented flag prints as a bare name).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        let mut stack = vec![(String::from("hoist"), cli)];
+        while let Some((path, command)) = stack.pop() {
+            if command.get_about().is_none() && path != "hoist" {
+                missing.push(format!("{path} (the command)"));
+            }
+            for arg in command.get_arguments() {
+                if !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+}

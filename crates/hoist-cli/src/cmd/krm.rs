@@ -125,28 +125,40 @@ struct EvalArgs {
     /// Tag for a short image name.
     #[arg(long)]
     tag: Option<String>,
+    /// Run the function only on resources with this apiVersion (with other --match-* flags, all must match).
     #[arg(long)]
     match_api_version: Option<String>,
+    /// Run the function only on resources of this kind.
     #[arg(long)]
     match_kind: Option<String>,
+    /// Run the function only on resources with this name.
     #[arg(long)]
     match_name: Option<String>,
+    /// Run the function only on resources in this namespace.
     #[arg(long)]
     match_namespace: Option<String>,
+    /// Run the function only on resources with this label (repeatable: all must be present).
     #[arg(long, value_name = "K=V")]
     match_labels: Vec<String>,
+    /// Run the function only on resources with this annotation (repeatable: all must be present).
     #[arg(long, value_name = "K=V")]
     match_annotations: Vec<String>,
+    /// Leave out resources with this apiVersion (with other --exclude-* flags, a resource matching all of them is left out).
     #[arg(long)]
     exclude_api_version: Option<String>,
+    /// Leave out resources of this kind.
     #[arg(long)]
     exclude_kind: Option<String>,
+    /// Leave out resources with this name.
     #[arg(long)]
     exclude_name: Option<String>,
+    /// Leave out resources in this namespace.
     #[arg(long)]
     exclude_namespace: Option<String>,
+    /// Leave out resources with this label (repeatable).
     #[arg(long, value_name = "K=V")]
     exclude_labels: Vec<String>,
+    /// Leave out resources with this annotation (repeatable).
     #[arg(long, value_name = "K=V")]
     exclude_annotations: Vec<String>,
     /// Add the function to DIR/Kptfile's pipeline (replacing one with the same image or exec).
