@@ -8,34 +8,7 @@
 /// Prefix of the exports [`export_globals`] adds (`hoist.global.0`, ...).
 pub const GLOBAL_EXPORT_PREFIX: &str = "hoist.global.";
 
-fn read_leb(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut result = 0u64;
-    let mut shift = 0u32;
-    loop {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        result |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 == 0 {
-            return Some(result);
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-}
-
-fn write_leb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
+use hoist_runtime::leb128::{read_u64 as read_leb, write as write_leb};
 
 /// Skips a name (a length-prefixed byte string).
 fn skip_name(bytes: &[u8], pos: &mut usize) -> Option<()> {

@@ -309,26 +309,8 @@ fn sections(wasm: &[u8], what: &str) -> Result<Vec<Section>, MetadataError> {
 }
 
 fn read_leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut result: u64 = 0;
-    for (i, byte) in bytes.iter().take(5).enumerate() {
-        result |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return u32::try_from(result).ok().map(|v| (v, i + 1));
-        }
-    }
-    None
-}
-
-fn write_leb_u32(mut value: u32, out: &mut Vec<u8>) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+    let mut used = 0;
+    hoist_runtime::leb128::read_u32(bytes, &mut used).map(|value| (value, used))
 }
 
 /// Reads the first `io.kubewarden.metadata` section, if any.
@@ -373,7 +355,7 @@ pub fn write_metadata(
     }
     let mut body = Vec::new();
     let name = METADATA_SECTION.as_bytes();
-    write_leb_u32(name.len() as u32, &mut body);
+    hoist_runtime::leb128::write(&mut body, name.len() as u64);
     body.extend_from_slice(name);
     body.extend_from_slice(&payload);
     out.push(0);
@@ -381,7 +363,7 @@ pub fn write_metadata(
         what: what.to_string(),
         detail: "metadata larger than 4 GiB".into(),
     })?;
-    write_leb_u32(size, &mut out);
+    hoist_runtime::leb128::write(&mut out, u64::from(size));
     out.extend_from_slice(&body);
     Ok(out)
 }

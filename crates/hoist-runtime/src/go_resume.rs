@@ -255,26 +255,12 @@ fn raw_sections(wasm: &[u8]) -> Option<Vec<RawSection>> {
 }
 
 fn read_leb(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut value = 0u32;
-    for (i, byte) in bytes.iter().take(5).enumerate() {
-        value |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
+    let mut used = 0;
+    crate::leb128::read_u32(bytes, &mut used).map(|value| (value, used))
 }
 
-fn write_leb(out: &mut Vec<u8>, mut value: u32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+fn write_leb(out: &mut Vec<u8>, value: u32) {
+    crate::leb128::write(out, u64::from(value));
 }
 
 /// What a compiled module offers for resuming: found from the exports [`prepare`] added.

@@ -31,6 +31,7 @@ mod flight;
 pub mod go_resume;
 pub mod guest;
 pub mod host;
+pub mod leb128;
 mod streams;
 pub mod tier0;
 
