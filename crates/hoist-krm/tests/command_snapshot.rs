@@ -5,7 +5,7 @@
 //! start for every call, and the snapshot path really serves the later calls; its wasip1
 //! build the same through resume points.
 
-use hoist_krm::function::{self, FnKind, FnLimits, SnapshotSource};
+use hoist_krm::function::{self, FnKind, FnLimits, FnOutput, SnapshotSource};
 use hoist_runtime::{Compiler, FlightEngine, LoadedModule};
 use std::path::PathBuf;
 
@@ -49,6 +49,55 @@ fn input(n: usize, team: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The module run afresh on every input (no snapshot source); each run must succeed as a
+/// `kind` function and print a ResourceList.
+fn fresh_runs(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    what: &str,
+    kind: FnKind,
+    inputs: &[Vec<u8>],
+) -> Vec<FnOutput> {
+    let fresh: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            function::run_wasm(engine, module, what, i, FnLimits::default()).expect("fresh run")
+        })
+        .collect();
+    for (i, out) in fresh.iter().enumerate() {
+        assert_eq!(out.kind, kind, "{i}");
+        assert_eq!(out.exit_code, 0, "{i}: {}", out.stderr);
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.contains("kind: ResourceList"), "{i}: {text}");
+    }
+    fresh
+}
+
+/// The module run on every input with `source` (snapshots or resume points on) must give
+/// exactly the fresh runs' outputs, exit codes and stderr.
+fn assert_runs_match_fresh(
+    engine: &FlightEngine,
+    module: &LoadedModule,
+    source: &SnapshotSource<'_>,
+    what: &str,
+    inputs: &[Vec<u8>],
+    fresh: &[FnOutput],
+) {
+    for (i, (inp, want)) in inputs.iter().zip(fresh).enumerate() {
+        let got =
+            function::run_wasm_keyed(engine, module, Some(source), what, inp, FnLimits::default())
+                .expect("run with a snapshot source");
+        assert_eq!(got.kind, want.kind, "{i}");
+        assert_eq!(got.exit_code, want.exit_code, "{i}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.output),
+            String::from_utf8_lossy(&want.output),
+            "{i}"
+        );
+        assert_eq!(got.stderr, want.stderr, "{i}");
+    }
+}
+
 #[test]
 fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
     let Some(dir) = functions_dir() else { return };
@@ -79,7 +128,6 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
             },
         ))
     };
-    let limits = FnLimits::default();
     let inputs: Vec<Vec<u8>> = [
         (3, "payments"),
         (1, "search"),
@@ -92,18 +140,13 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
     .collect();
 
     // Fresh starts (no snapshot source).
-    let fresh: Vec<_> = inputs
-        .iter()
-        .map(|i| {
-            function::run_wasm(&engine, &module, "set-annotations", i, limits).expect("fresh run")
-        })
-        .collect();
-    for (i, out) in fresh.iter().enumerate() {
-        assert_eq!(out.kind, FnKind::GoJsCommand, "{i}");
-        assert_eq!(out.exit_code, 0, "{i}: {}", out.stderr);
-        let text = String::from_utf8_lossy(&out.output);
-        assert!(text.contains("kind: ResourceList"), "{i}: {text}");
-    }
+    let fresh = fresh_runs(
+        &engine,
+        &module,
+        "set-annotations",
+        FnKind::GoJsCommand,
+        &inputs,
+    );
     let text0 = String::from_utf8_lossy(&fresh[0].output);
     assert!(
         text0.contains("team: payments") && text0.contains("cm-payments-2"),
@@ -122,25 +165,14 @@ fn set_annotations_js_command_snapshot_gives_fresh_start_outputs() {
         instrumented: &ready,
         wasi_resume: None,
     };
-    for (i, (inp, want)) in inputs.iter().zip(&fresh).enumerate() {
-        let got = function::run_wasm_keyed(
-            &engine,
-            &module,
-            Some(&source),
-            "set-annotations",
-            inp,
-            limits,
-        )
-        .expect("run with snapshot");
-        assert_eq!(got.kind, want.kind, "{i}");
-        assert_eq!(got.exit_code, want.exit_code, "{i}");
-        assert_eq!(
-            String::from_utf8_lossy(&got.output),
-            String::from_utf8_lossy(&want.output),
-            "{i}"
-        );
-        assert_eq!(got.stderr, want.stderr, "{i}");
-    }
+    assert_runs_match_fresh(
+        &engine,
+        &module,
+        &source,
+        "set-annotations",
+        &inputs,
+        &fresh,
+    );
     assert_eq!(
         function::stdin_snapshot_restores() - before,
         inputs.len() - 2,
@@ -166,24 +198,17 @@ fn set_annotations_wasip1_resume_gives_fresh_start_outputs() {
             "set-annotations.wasip1.wasm",
         )
         .expect("compile set-annotations.wasip1");
-    let limits = FnLimits::default();
     let inputs: Vec<Vec<u8>> = [(2, "payments"), (9, "search"), (1, "ops"), (2, "payments")]
         .iter()
         .map(|(n, team)| input(*n, team))
         .collect();
-    let fresh: Vec<_> = inputs
-        .iter()
-        .map(|i| {
-            function::run_wasm(&engine, &module, "set-annotations-wasi", i, limits)
-                .expect("fresh run")
-        })
-        .collect();
-    for (i, out) in fresh.iter().enumerate() {
-        assert_eq!(out.kind, FnKind::Wasi, "{i}");
-        assert_eq!(out.exit_code, 0, "{i}: {}", out.stderr);
-        let text = String::from_utf8_lossy(&out.output);
-        assert!(text.contains("kind: ResourceList"), "{i}: {text}");
-    }
+    let fresh = fresh_runs(
+        &engine,
+        &module,
+        "set-annotations-wasi",
+        FnKind::Wasi,
+        &inputs,
+    );
     let text1 = String::from_utf8_lossy(&fresh[1].output);
     assert!(
         text1.contains("team: search") && text1.contains("cm-search-8"),
@@ -198,24 +223,14 @@ fn set_annotations_wasip1_resume_gives_fresh_start_outputs() {
         instrumented: &none,
         wasi_resume: Some(&cache),
     };
-    for (i, (inp, want)) in inputs.iter().zip(&fresh).enumerate() {
-        let got = function::run_wasm_keyed(
-            &engine,
-            &module,
-            Some(&source),
-            "set-annotations-wasi",
-            inp,
-            limits,
-        )
-        .expect("resumable run");
-        assert_eq!(got.exit_code, want.exit_code, "{i}");
-        assert_eq!(
-            String::from_utf8_lossy(&got.output),
-            String::from_utf8_lossy(&want.output),
-            "{i}"
-        );
-        assert_eq!(got.stderr, want.stderr, "{i}");
-    }
+    assert_runs_match_fresh(
+        &engine,
+        &module,
+        &source,
+        "set-annotations-wasi",
+        &inputs,
+        &fresh,
+    );
     assert_eq!(cache.resumed(), inputs.len() - 1, "later calls resume");
     assert_eq!(caches.resumed(), inputs.len() - 1);
 }
