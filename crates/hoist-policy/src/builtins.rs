@@ -67,11 +67,23 @@ pub fn call(name: &str, args: &[Value]) -> Result<Value, BuiltinError> {
             if text.len() % 2 != 0 {
                 return Err(BuiltinError::Failed("hex.decode: odd length".into()));
             }
-            let bytes = (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|e| BuiltinError::Failed(format!("hex.decode: {e}")))?;
+            // Pairs of bytes, not of chars: slicing the text at every second byte panicked
+            // inside a multi-byte character (fuzz finding 11). A non-ASCII byte is no digit.
+            let digit = |b: u8| char::from(b).to_digit(16);
+            let bytes = text
+                .as_bytes()
+                .chunks(2)
+                .map(|pair| match pair {
+                    [high, low] => Some((digit(*high)? << 4 | digit(*low)?) as u8),
+                    _ => None,
+                })
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| {
+                    BuiltinError::Failed(format!(
+                        "hex.decode: {:?} is not hexadecimal",
+                        text.chars().take(40).collect::<String>()
+                    ))
+                })?;
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         }
         "base64url.encode_no_pad" => {
@@ -297,6 +309,22 @@ mod tests {
 
     fn sprintf_ok(format: &str, args: &[Value]) -> String {
         sprintf(format, args).expect("within the limit")
+    }
+
+    #[test]
+    fn hex_decode_refuses_non_hex_text_without_panicking() {
+        assert_eq!(call("hex.decode", &[json!("6869")]).ok(), Some(json!("hi")));
+        assert_eq!(call("hex.decode", &[json!("")]).ok(), Some(json!("")));
+        // Fuzz finding 11: a multi-byte character where a digit pair was expected.
+        for bad in ["*\u{479c}", "\u{479c}a", "zz", "6"] {
+            assert!(
+                matches!(
+                    call("hex.decode", &[json!(bad)]),
+                    Err(BuiltinError::Failed(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
