@@ -438,12 +438,14 @@ pub fn parse_go_duration(text: &str) -> Result<i128, String> {
         if number_end == 0 {
             return Err(bad());
         }
-        let number: f64 = rest[..number_end].parse().map_err(|_| bad())?;
-        rest = &rest[number_end..];
+        let (number, after) = rest.split_at_checked(number_end).ok_or_else(bad)?;
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        rest = after;
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
+        let (unit, after) = rest.split_at_checked(unit_end).ok_or_else(bad)?;
+        let scale = match unit {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
             "ms" => 1e6,
@@ -453,7 +455,7 @@ pub fn parse_go_duration(text: &str) -> Result<i128, String> {
             _ => return Err(bad()),
         };
         total += number * scale;
-        rest = &rest[unit_end..];
+        rest = after;
     }
     let nanos = total.round() as i128;
     Ok(if negative { -nanos } else { nanos })
@@ -472,7 +474,10 @@ mod tests {
         assert_eq!(parse_go_duration("-1s").unwrap(), -1_000_000_000);
         assert_eq!(parse_go_duration("0").unwrap(), 0);
         assert_eq!(parse_go_duration("30ms").unwrap(), 30_000_000);
-        for bad in ["", "s", "10", "1d", "1.2.3s", "-"] {
+        // Units of more than one byte split where the next number starts.
+        assert_eq!(parse_go_duration("2µs").unwrap(), 2_000);
+        assert_eq!(parse_go_duration("1μs5ns").unwrap(), 1_005);
+        for bad in ["", "s", "10", "1d", "1.2.3s", "-", "1é", "1µ"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
     }

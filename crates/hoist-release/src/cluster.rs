@@ -106,8 +106,9 @@ impl Connection {
         let (group, version) = match group_or_api_version.split_once('/') {
             Some((g, v)) => (g, Some(v)),
             // A bare "v1" is the core group's version, not a group.
-            None if group_or_api_version.starts_with('v')
-                && group_or_api_version[1..].starts_with(|c: char| c.is_ascii_digit())
+            None if group_or_api_version
+                .strip_prefix('v')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
                 && !group_or_api_version.contains('.') =>
             {
                 ("", Some(group_or_api_version))
