@@ -1,6 +1,7 @@
 //! Policy metadata: the `io.kubewarden.metadata` custom section, `metadata.yml`, execution
 //! modes and the rules a policy is registered for.
 
+use hoist_provenance::signature::section;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -267,67 +268,33 @@ impl Metadata {
 
 /// Walks the sections of a Wasm module: `(id, name for custom sections, payload range)`.
 /// A section: its id, its name (custom sections), and its payload's byte range.
-type Section = (u8, Option<String>, std::ops::Range<usize>);
-
-fn sections(wasm: &[u8], what: &str) -> Result<Vec<Section>, MetadataError> {
-    let malformed = |detail: &str| MetadataError::Malformed {
+/// The module's sections, read by hoist-provenance's bounds-checked scanner (the one the
+/// signature code uses), with its reason as a [`MetadataError::Malformed`].
+fn sections<'a>(wasm: &'a [u8], what: &str) -> Result<Vec<section::Section<'a>>, MetadataError> {
+    section::scan(wasm).map_err(|e| MetadataError::Malformed {
         what: what.to_string(),
-        detail: detail.to_string(),
-    };
-    if wasm.len() < 8 || !wasm.starts_with(b"\0asm") {
-        return Err(malformed("not a WebAssembly module (no \\0asm magic)"));
-    }
-    let mut at = 8;
-    let mut out = Vec::new();
-    while let Some(&id) = wasm.get(at) {
-        at += 1;
-        let (size, used) = read_leb_u32(wasm.get(at..).unwrap_or_default())
-            .ok_or_else(|| malformed("bad section size"))?;
-        at += used;
-        let end = at
-            .checked_add(size as usize)
-            .filter(|&end| end <= wasm.len())
-            .ok_or_else(|| malformed("a section runs past the end of the module"))?;
-        let mut name = None;
-        let mut payload_start = at;
-        if id == 0 {
-            let (len, used) = read_leb_u32(wasm.get(at..end).unwrap_or_default())
-                .ok_or_else(|| malformed("bad custom section name"))?;
-            let name_start = at + used;
-            let name_bytes = name_start
-                .checked_add(len as usize)
-                .filter(|&e| e <= end)
-                .and_then(|name_end| wasm.get(name_start..name_end))
-                .ok_or_else(|| malformed("custom section name runs past its section"))?;
-            name = Some(String::from_utf8_lossy(name_bytes).into_owned());
-            payload_start = name_start + name_bytes.len();
-        }
-        out.push((id, name, payload_start..end));
-        at = end;
-    }
-    Ok(out)
+        detail: e.to_string(),
+    })
 }
 
-fn read_leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut used = 0;
-    hoist_runtime::leb128::read_u32(bytes, &mut used).map(|value| (value, used))
+/// The payload of `s` when it is an `io.kubewarden.metadata` section.
+fn metadata_payload<'a>(s: &section::Section<'a>) -> Option<&'a [u8]> {
+    s.custom
+        .as_ref()
+        .filter(|c| c.name == METADATA_SECTION.as_bytes())
+        .map(|c| c.data)
 }
 
 /// Reads the first `io.kubewarden.metadata` section, if any.
 pub fn read_metadata(wasm: &[u8], what: &str) -> Result<Option<Metadata>, MetadataError> {
-    for (id, name, range) in sections(wasm, what)? {
-        if id == 0 && name.as_deref() == Some(METADATA_SECTION) {
-            let metadata =
-                serde_json::from_slice(wasm.get(range).unwrap_or_default()).map_err(|e| {
-                    MetadataError::Parse {
-                        what: format!("{what} (section {METADATA_SECTION})"),
-                        detail: e.to_string(),
-                    }
-                })?;
-            return Ok(Some(metadata));
-        }
-    }
-    Ok(None)
+    let Some(data) = sections(wasm, what)?.iter().find_map(metadata_payload) else {
+        return Ok(None);
+    };
+    let metadata = serde_json::from_slice(data).map_err(|e| MetadataError::Parse {
+        what: format!("{what} (section {METADATA_SECTION})"),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(metadata))
 }
 
 /// The module with every `io.kubewarden.metadata` section replaced by one holding `metadata`
@@ -341,31 +308,20 @@ pub fn write_metadata(
         what: what.to_string(),
         detail: e.to_string(),
     })?;
-    let mut out = Vec::with_capacity(wasm.len() + payload.len() + 64);
-    out.extend_from_slice(wasm.get(..8).unwrap_or(wasm));
-    let mut at = 8;
-    for (id, name, range) in sections(wasm, what)? {
-        // The section starts at `at` (id byte) and ends at range.end.
-        let start = at;
-        at = range.end;
-        if id == 0 && name.as_deref() == Some(METADATA_SECTION) {
-            continue;
-        }
-        out.extend_from_slice(wasm.get(start..range.end).unwrap_or_default());
+    let mut kept = Vec::with_capacity(wasm.len() + payload.len() + 64);
+    kept.extend_from_slice(wasm.get(..section::PREAMBLE_LEN).unwrap_or(wasm));
+    for s in sections(wasm, what)?
+        .iter()
+        .filter(|s| metadata_payload(s).is_none())
+    {
+        kept.extend_from_slice(wasm.get(s.range.clone()).unwrap_or_default());
     }
-    let mut body = Vec::new();
-    let name = METADATA_SECTION.as_bytes();
-    hoist_runtime::leb128::write(&mut body, name.len() as u64);
-    body.extend_from_slice(name);
-    body.extend_from_slice(&payload);
-    out.push(0);
-    let size = u32::try_from(body.len()).map_err(|_| MetadataError::Invalid {
-        what: what.to_string(),
-        detail: "metadata larger than 4 GiB".into(),
-    })?;
-    hoist_runtime::leb128::write(&mut out, u64::from(size));
-    out.extend_from_slice(&body);
-    Ok(out)
+    section::append_custom_section(&kept, METADATA_SECTION.as_bytes(), &payload).map_err(|_| {
+        MetadataError::Invalid {
+            what: what.to_string(),
+            detail: "metadata larger than 4 GiB".into(),
+        }
+    })
 }
 
 /// How the execution mode was decided, for `inspect` and messages.
@@ -539,7 +495,7 @@ annotations:
         let count = sections(&again, "m")
             .unwrap()
             .iter()
-            .filter(|s| s.1.as_deref() == Some(METADATA_SECTION))
+            .filter(|s| metadata_payload(s).is_some())
             .count();
         assert_eq!(count, 1);
         // Still a valid module.
