@@ -166,11 +166,16 @@ fn same(a: &hoist_gojs::Value, b: &hoist_gojs::Value) -> bool {
 /// The gojs value table (NaN-boxed refs, ids, refcounts) driven by a program of operations as
 /// a Go program drives it: a stored value loads back as itself while Go holds a reference,
 /// ids are never confused, and any ref Go invents decodes to a value or a `BadRef`, never a
-/// panic. Object property and index operations run on arbitrary names and indexes.
+/// panic. Object property and index operations run on arbitrary names and indexes. Arrays
+/// metered against a small JS heap limit never hold more than it, and give back every byte
+/// once they are gone.
 pub fn gojs_values(data: &[u8]) {
     use hoist_gojs::Value as V;
-    use hoist_gojs::value::{Obj, ObjKind, Values, number_to_string};
+    use hoist_gojs::value::{HeapMeter, Obj, ObjKind, Values, number_to_string};
 
+    let meter = HeapMeter::new(1 << 20);
+    let metered_bytes = Obj::try_metered(&meter, 3, || ObjKind::Bytes(vec![4, 5, 6]))
+        .unwrap_or_else(|e| panic!("3 bytes are refused by a 1 MiB meter: {e}"));
     let mut table = Values::new(Obj::plain(vec![]), Obj::plain(vec![]));
     let mut pool: Vec<V> = vec![
         V::Undefined,
@@ -182,6 +187,8 @@ pub fn gojs_values(data: &[u8]) {
         V::Object(Obj::plain(vec![])),
         V::Object(Obj::new(ObjKind::Array(vec![]))),
         V::Object(Obj::new(ObjKind::Bytes(vec![1, 2, 3]))),
+        V::Object(Obj::metered(&meter, ObjKind::Array(vec![]))),
+        V::Object(metered_bytes),
     ];
     // Refs Go holds: ref -> (value, count).
     let mut held: HashMap<u64, (V, u64)> = HashMap::new();
@@ -287,6 +294,13 @@ pub fn gojs_values(data: &[u8]) {
                 }
             }
         }
+        assert!(
+            meter.used() <= meter.limit(),
+            "metered arrays hold {} bytes, over the limit of {}",
+            meter.used(),
+            meter.limit()
+        );
+        let _ = meter.take_refused();
         for (r, (v, _)) in &held {
             let loaded = table
                 .load(*r)
@@ -308,6 +322,8 @@ pub fn gojs_values(data: &[u8]) {
             }
         }
     }
+    drop((pool, table, held));
+    assert_eq!(meter.used(), 0, "dropped arrays were not refunded");
 }
 
 /// The builtins hoist implements for Rego.

@@ -6,7 +6,8 @@
 //! - after any operation that may run Go code (a call, an invoke, a `new`, a getter), the
 //!   stack pointer is re-read through the `getsp` export before results are written.
 
-use crate::value::{Builtin, Callable, Class, Obj, ObjKind, Value, Values};
+use crate::value::{Builtin, Callable, Class, HeapFull, HeapMeter, Obj, ObjKind, Value, Values};
+use hoist_runtime::guest::MemoryLimitHit;
 use hoist_runtime::guest::MemoryLimiter;
 use rand::RngCore;
 use std::collections::BTreeMap;
@@ -55,6 +56,9 @@ pub struct GoState {
     pub(crate) started: Instant,
     pub(crate) time_origin_ns: u64,
     pub(crate) limiter: MemoryLimiter,
+    /// The host memory the guest's arrays and typed arrays hold, capped at the same number of
+    /// bytes as its linear memory.
+    pub(crate) heap: std::rc::Rc<HeapMeter>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) mem: Option<Memory>,
     pub(crate) resume: Option<TypedFunc<(), ()>>,
@@ -135,6 +139,7 @@ impl GoState {
             started: Instant::now(),
             time_origin_ns,
             limiter: MemoryLimiter::new(max_memory),
+            heap: HeapMeter::new(usize::try_from(max_memory).unwrap_or(usize::MAX)),
             deadline: None,
             mem: None,
             resume: None,
@@ -410,10 +415,11 @@ fn call_go_func(
     this: Value,
     args: Vec<Value>,
 ) -> Result<Value, wasmtime::Error> {
+    let args = Obj::metered(&caller.data().heap, ObjKind::Array(args));
     let event = Obj::plain(vec![
         ("id", Value::Number(f64::from(id))),
         ("this", this),
-        ("args", Value::Object(Obj::array(args))),
+        ("args", Value::Object(args)),
     ]);
     caller
         .data()
@@ -455,7 +461,7 @@ pub(crate) fn call_value(
     };
     match callable {
         Callable::GoFunc(id) => Ok(Ok(call_go_func(caller, id, this, args)?)),
-        Callable::Class(c) => Ok(construct(caller.data(), c, &args)),
+        Callable::Class(c) => construct(caller.data(), c, &args).map_err(heap_full),
         Callable::Builtin(b) => call_builtin(caller, b, this, args),
     }
 }
@@ -467,7 +473,7 @@ pub(crate) fn new_value(
     args: Vec<Value>,
 ) -> Result<JsResult, wasmtime::Error> {
     match f.as_object().and_then(Obj::callable) {
-        Some(Callable::Class(c)) => Ok(construct(caller.data(), c, &args)),
+        Some(Callable::Class(c)) => construct(caller.data(), c, &args).map_err(heap_full),
         Some(Callable::GoFunc(id)) => {
             // `new f()` on a Go function: JS would construct `this`; the result wins when it
             // is an object.
@@ -482,8 +488,18 @@ pub(crate) fn new_value(
     }
 }
 
-fn construct(st: &GoState, c: Class, args: &[Value]) -> JsResult {
-    Ok(Value::Object(match c {
+/// The trap for a guest whose arrays would outgrow its JS heap: the guest's memory limit, as
+/// for its linear memory (node would die with "JavaScript heap out of memory").
+fn heap_full(full: HeapFull) -> wasmtime::Error {
+    tracing::debug!("gojs: {full}");
+    wasmtime::Error::new(MemoryLimitHit)
+}
+
+/// `new C(args)` for the host's classes; `Err` when the backing store it asks for is over the
+/// guest's JS heap limit (a thrown JS error is `Ok(Err(..))`).
+fn construct(st: &GoState, c: Class, args: &[Value]) -> Result<JsResult, HeapFull> {
+    let size = std::mem::size_of::<Value>();
+    Ok(Ok(Value::Object(match c {
         Class::Object => match args.first() {
             Some(Value::Object(o)) => o.clone(),
             _ => Obj::plain(vec![]),
@@ -491,39 +507,52 @@ fn construct(st: &GoState, c: Class, args: &[Value]) -> JsResult {
         Class::Array => match args {
             [Value::Number(n)] => {
                 if *n < 0.0 || n.fract() != 0.0 || *n > 16_777_216.0 {
-                    return Err(Value::Object(Obj::error(
+                    return Ok(Err(Value::Object(Obj::error(
                         "RangeError",
                         "Invalid array length",
                         None,
-                    )));
+                    ))));
                 }
-                Obj::array(vec![Value::Undefined; *n as usize])
+                let len = *n as usize;
+                Obj::try_metered(&st.heap, len.saturating_mul(size), || {
+                    ObjKind::Array(vec![Value::Undefined; len])
+                })?
             }
-            _ => Obj::array(args.to_vec()),
+            _ => Obj::try_metered(&st.heap, args.len().saturating_mul(size), || {
+                ObjKind::Array(args.to_vec())
+            })?,
         },
         Class::Uint8Array => match args.first() {
             Some(Value::Number(n)) => {
                 if *n < 0.0 || n.fract() != 0.0 || *n > 4_294_967_296.0 {
-                    return Err(Value::Object(Obj::error(
+                    return Ok(Err(Value::Object(Obj::error(
                         "RangeError",
                         "Invalid typed array length",
                         None,
-                    )));
+                    ))));
                 }
-                Obj::new(ObjKind::Bytes(vec![0; *n as usize]))
+                let len = *n as usize;
+                Obj::try_metered(&st.heap, len, || ObjKind::Bytes(vec![0; len]))?
             }
             Some(Value::Object(o)) => {
-                let bytes: Vec<u8> = match &o.borrow().kind {
-                    ObjKind::Bytes(b) => b.clone(),
-                    ObjKind::Array(items) => items
-                        .iter()
-                        .map(|v| v.as_number().unwrap_or(0.0) as i64 as u8)
-                        .collect(),
-                    _ => Vec::new(),
+                let data = o.borrow();
+                let len = match &data.kind {
+                    ObjKind::Bytes(b) => b.len(),
+                    ObjKind::Array(items) => items.len(),
+                    _ => 0,
                 };
-                Obj::new(ObjKind::Bytes(bytes))
+                Obj::try_metered(&st.heap, len, || {
+                    ObjKind::Bytes(match &data.kind {
+                        ObjKind::Bytes(b) => b.clone(),
+                        ObjKind::Array(items) => items
+                            .iter()
+                            .map(|v| v.as_number().unwrap_or(0.0) as i64 as u8)
+                            .collect(),
+                        _ => Vec::new(),
+                    })
+                })?
             }
-            _ => Obj::new(ObjKind::Bytes(Vec::new())),
+            _ => Obj::try_metered(&st.heap, 0, || ObjKind::Bytes(Vec::new()))?,
         },
         Class::Error => {
             let message = args.first().map(Value::to_js_string).unwrap_or_default();
@@ -537,13 +566,13 @@ fn construct(st: &GoState, c: Class, args: &[Value]) -> JsResult {
             Obj::new(ObjKind::Date(ms))
         }
         Class::Function => {
-            return Err(Value::Object(Obj::error(
+            return Ok(Err(Value::Object(Obj::error(
                 "EvalError",
                 "code generation from strings is not allowed in this host",
                 None,
-            )));
+            ))));
         }
-    }))
+    })))
 }
 
 fn now_ms(_st: &GoState) -> f64 {
@@ -888,7 +917,9 @@ fn value_set(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime:
     if let Some(o) = v.as_object() {
         o.set(&name, x);
     }
-    Ok(())
+    st.heap
+        .take_refused()
+        .map_or(Ok(()), |full| Err(heap_full(full)))
 }
 
 fn value_delete(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
@@ -917,7 +948,9 @@ fn value_set_index(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), was
     if let Some(o) = v.as_object() {
         o.set_index(i, x);
     }
-    Ok(())
+    st.heap
+        .take_refused()
+        .map_or(Ok(()), |full| Err(heap_full(full)))
 }
 
 /// Writes a call's outcome at `result_off`/`ok_off` from the *current* SP.
@@ -1010,7 +1043,10 @@ fn value_prepare_string(data: &mut [u8], st: &mut GoState, at: u64) -> Result<()
     let v = load_value(data, st, at + 8)?;
     let bytes = v.to_js_string().into_bytes();
     let len = bytes.len() as i64;
-    let arr = Value::Object(Obj::new(ObjKind::Bytes(bytes)));
+    // Metered: a guest that prepares strings and never loads or finalizes them keeps each.
+    let arr =
+        Obj::try_metered(&st.heap, bytes.len(), || ObjKind::Bytes(bytes)).map_err(heap_full)?;
+    let arr = Value::Object(arr);
     store_value(data, st, at + 16, &arr)?;
     wr(data, at + 24, &len.to_le_bytes())
 }

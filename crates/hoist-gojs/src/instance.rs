@@ -1,7 +1,7 @@
 //! One running Go program: start it, call the functions it registered, run its timers.
 
 use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit, PendingRead};
-use crate::value::{Callable, HeapCopier, Obj, Value, Values};
+use crate::value::{Callable, HeapCopier, Obj, ObjKind, Value, Values};
 use hoist_runtime::Limit;
 use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
 use std::collections::BTreeMap;
@@ -529,7 +529,9 @@ impl GoInstance {
             .ok_or(Unsnapshottable::Memory)?;
         head.copy_from_slice(&snapshot.memory);
         tail.fill(0);
-        let mut copier = HeapCopier::new();
+        // The restored heap's arrays are metered as the live guest's, so what it grows them
+        // by counts against its limit.
+        let mut copier = HeapCopier::metered(&self.store.data().heap);
         let values = copier.values(&snapshot.values);
         let global = copier.obj(&snapshot.global);
         let go = copier.obj(&snapshot.go);
@@ -611,10 +613,11 @@ impl GoInstance {
                 name: name.into(),
             });
         };
+        let args = Obj::metered(&self.store.data().heap, ObjKind::Array(args));
         let event = Obj::plain(vec![
             ("id", Value::Number(f64::from(id))),
             ("this", Value::Undefined),
-            ("args", Value::Object(Obj::array(args))),
+            ("args", Value::Object(args)),
         ]);
         self.store
             .data()
@@ -739,10 +742,11 @@ impl GoInstance {
                 message: "fs.read of stdin was given a callback that is not a Go function".into(),
             });
         };
+        let args = Obj::metered(&self.store.data().heap, ObjKind::Array(args));
         let event = Obj::plain(vec![
             ("id", Value::Number(f64::from(id))),
             ("this", Value::Undefined),
-            ("args", Value::Object(Obj::array(args))),
+            ("args", Value::Object(args)),
         ]);
         self.store
             .data()

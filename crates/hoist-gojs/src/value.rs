@@ -2,7 +2,7 @@
 //! maps them to NaN-boxed 64-bit refs (as Go's `wasm_exec.js` does).
 
 use indexmap::IndexMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -212,6 +212,131 @@ pub struct ObjData {
     pub kind: ObjKind,
     /// Its own properties, in insertion order.
     pub props: IndexMap<String, Value>,
+    /// What its array items or bytes are charged to a guest's [`HeapMeter`], if anything.
+    charge: Option<Charge>,
+}
+
+/// Host memory held for one guest's JS arrays and typed arrays, measured against a limit.
+///
+/// A guest picks the size of `new Uint8Array(n)` or `new Array(n)` with one number and can
+/// grow an array by assigning past its end, so a function whose linear memory is capped could
+/// otherwise make the host allocate gigabytes (`new Array(1 << 24)` alone is 400 MB of
+/// values). The host charges those backing stores here when it makes or grows them and
+/// refunds them when the object is dropped. Strings and property names are not metered: each
+/// is copied out of the guest's own, limited, memory.
+#[derive(Debug)]
+pub struct HeapMeter {
+    used: Cell<usize>,
+    limit: usize,
+    refused: Cell<Option<HeapFull>>,
+}
+
+/// A charge the [`HeapMeter`] refused: the backing store asked for, and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the JS heap would hold {wanted} bytes of arrays, over its limit of {limit}")]
+pub struct HeapFull {
+    /// Bytes metered if the charge had been accepted.
+    pub wanted: usize,
+    /// The meter's limit.
+    pub limit: usize,
+}
+
+impl HeapMeter {
+    /// A meter allowing `limit` bytes of array and typed-array storage.
+    pub fn new(limit: usize) -> Rc<HeapMeter> {
+        Rc::new(HeapMeter {
+            used: Cell::new(0),
+            limit,
+            refused: Cell::new(None),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The last charge refused by an operation that cannot fail ([`Obj::set`],
+    /// [`Obj::set_index`]), cleared by the call: the host checks it after each such operation
+    /// a guest asks for and stops the guest.
+    pub fn take_refused(&self) -> Option<HeapFull> {
+        self.refused.take()
+    }
+
+    fn try_charge(&self, bytes: usize) -> Result<(), HeapFull> {
+        let wanted = self.used.get().saturating_add(bytes);
+        if wanted > self.limit {
+            return Err(HeapFull {
+                wanted,
+                limit: self.limit,
+            });
+        }
+        self.used.set(wanted);
+        Ok(())
+    }
+
+    /// Charges what the host makes for itself (small: callback arguments, copies of a heap
+    /// that was within the limit) without refusing.
+    fn force_charge(&self, bytes: usize) {
+        self.used.set(self.used.get().saturating_add(bytes));
+    }
+
+    fn refund(&self, bytes: usize) {
+        self.used.set(self.used.get().saturating_sub(bytes));
+    }
+}
+
+/// Bytes charged to a meter for one object; refunded when the object is dropped.
+#[derive(Debug)]
+struct Charge {
+    meter: Rc<HeapMeter>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.meter.refund(self.bytes);
+    }
+}
+
+/// The metered size of an object's backing store.
+fn backing_bytes(kind: &ObjKind) -> usize {
+    match kind {
+        ObjKind::Array(items) => array_bytes(items.len()),
+        ObjKind::Bytes(b) => b.len(),
+        _ => 0,
+    }
+}
+
+fn array_bytes(len: usize) -> usize {
+    len.saturating_mul(std::mem::size_of::<Value>())
+}
+
+/// Grows `data`'s charge to cover an array of `len` items (nothing to do for an unmetered
+/// object or a shrink). A refusal is recorded on the meter for the host to act on.
+fn charge_growth(charge: &mut Option<Charge>, len: usize) -> bool {
+    let Some(charge) = charge else {
+        return true;
+    };
+    let need = array_bytes(len);
+    if need <= charge.bytes {
+        return true;
+    }
+    match charge.meter.try_charge(need - charge.bytes) {
+        Ok(()) => {
+            charge.bytes = need;
+            true
+        }
+        Err(full) => {
+            charge.meter.refused.set(Some(full));
+            false
+        }
+    }
 }
 
 impl Drop for ObjData {
@@ -250,7 +375,39 @@ impl Obj {
         Obj(Rc::new(RefCell::new(ObjData {
             kind,
             props: IndexMap::new(),
+            charge: None,
         })))
+    }
+
+    /// A new object whose backing store, `bytes` long, the guest asked for: charged to
+    /// `meter` before `make` allocates it, refused when over the meter's limit.
+    pub fn try_metered(
+        meter: &Rc<HeapMeter>,
+        bytes: usize,
+        make: impl FnOnce() -> ObjKind,
+    ) -> Result<Obj, HeapFull> {
+        meter.try_charge(bytes)?;
+        // From here the charge is owned by the object and refunded with it.
+        let charge = Charge {
+            meter: Rc::clone(meter),
+            bytes,
+        };
+        let o = Obj::new(make());
+        o.borrow_mut().charge = Some(charge);
+        Ok(o)
+    }
+
+    /// A new object the host makes for a guest (callback arguments): charged to `meter`
+    /// without a limit check, so that whatever the guest later grows it by is metered.
+    pub fn metered(meter: &Rc<HeapMeter>, kind: ObjKind) -> Obj {
+        let bytes = backing_bytes(&kind);
+        meter.force_charge(bytes);
+        let o = Obj::new(kind);
+        o.borrow_mut().charge = Some(Charge {
+            meter: Rc::clone(meter),
+            bytes,
+        });
+        o
     }
 
     /// A new plain object with `props`.
@@ -341,20 +498,29 @@ impl Obj {
     }
 
     /// Property assignment (`length` of an array truncates or extends it, as in JS).
+    /// Growth of a metered array past its meter's limit does not happen (see
+    /// [`HeapMeter::take_refused`]).
     pub fn set(&self, name: &str, value: Value) {
         let mut data = self.borrow_mut();
-        if let ObjKind::Array(items) = &mut data.kind {
+        let ObjData {
+            kind,
+            props,
+            charge,
+        } = &mut *data;
+        if let ObjKind::Array(items) = kind {
             if name == "length" {
-                let n = value.as_number().unwrap_or(0.0).max(0.0) as usize;
-                items.resize(n.min(1 << 24), Value::Undefined);
+                let n = (value.as_number().unwrap_or(0.0).max(0.0) as usize).min(MAX_ARRAY_LEN);
+                if charge_growth(charge, n) {
+                    items.resize(n, Value::Undefined);
+                }
                 return;
             }
             if let Ok(i) = name.parse::<usize>() {
-                set_index_in(items, i, value);
+                set_index_in(items, charge, i, value);
                 return;
             }
         }
-        data.props.insert(name.to_string(), value);
+        props.insert(name.to_string(), value);
     }
 
     /// `delete o[name]`.
@@ -383,13 +549,19 @@ impl Obj {
         }
     }
 
-    /// `o[i] = v`.
+    /// `o[i] = v`. Growth of a metered array past its meter's limit does not happen (see
+    /// [`HeapMeter::take_refused`]).
     pub fn set_index(&self, i: i64, value: Value) {
         let mut data = self.borrow_mut();
-        match &mut data.kind {
+        let ObjData {
+            kind,
+            props,
+            charge,
+        } = &mut *data;
+        match kind {
             ObjKind::Array(items) => {
                 if let Ok(i) = usize::try_from(i) {
-                    set_index_in(items, i, value);
+                    set_index_in(items, charge, i, value);
                 }
             }
             ObjKind::Bytes(b) => {
@@ -404,7 +576,7 @@ impl Obj {
                 }
             }
             _ => {
-                data.props.insert(i.to_string(), value);
+                props.insert(i.to_string(), value);
             }
         }
     }
@@ -530,11 +702,14 @@ impl Stringify {
 const MAX_ARRAY_GAP: usize = 1 << 16;
 const MAX_ARRAY_LEN: usize = 1 << 24;
 
-fn set_index_in(items: &mut Vec<Value>, i: usize, value: Value) {
+fn set_index_in(items: &mut Vec<Value>, charge: &mut Option<Charge>, i: usize, value: Value) {
     if i >= MAX_ARRAY_LEN || i >= items.len().saturating_add(MAX_ARRAY_GAP) {
         return;
     }
     if i >= items.len() {
+        if !charge_growth(charge, i + 1) {
+            return;
+        }
         items.resize(i + 1, Value::Undefined);
     }
     if let Some(slot) = items.get_mut(i) {
@@ -751,12 +926,22 @@ impl Values {
 pub struct HeapCopier {
     copies: HashMap<usize, Obj>,
     pending: Vec<(Obj, Obj)>,
+    meter: Option<Rc<HeapMeter>>,
 }
 
 impl HeapCopier {
-    /// A copier with no objects copied yet.
+    /// A copier with no objects copied yet; its copies are not metered (a snapshot's).
     pub fn new() -> HeapCopier {
         HeapCopier::default()
+    }
+
+    /// A copier whose copies of arrays and typed arrays are charged to `meter` (a restore
+    /// into a live guest, so the guest's later growth of them is metered too).
+    pub fn metered(meter: &Rc<HeapMeter>) -> HeapCopier {
+        HeapCopier {
+            meter: Some(Rc::clone(meter)),
+            ..HeapCopier::default()
+        }
     }
 
     /// The copy of `o` (made empty now, filled by [`HeapCopier::finish`]).
@@ -802,6 +987,14 @@ impl HeapCopier {
                 (kind, props)
             };
             let mut data = copy.borrow_mut();
+            if let Some(meter) = &self.meter {
+                let bytes = backing_bytes(&kind);
+                meter.force_charge(bytes);
+                data.charge = Some(Charge {
+                    meter: Rc::clone(meter),
+                    bytes,
+                });
+            }
             data.kind = kind;
             data.props = props;
         }
@@ -1009,5 +1202,87 @@ mod tests {
         assert!(b.instance_of(Class::Uint8Array));
         assert!(!a.instance_of(Class::Uint8Array));
         assert!(a.instance_of(Class::Object));
+    }
+
+    #[test]
+    fn metered_arrays_are_charged_refused_over_the_limit_and_refunded_when_dropped() {
+        let item = std::mem::size_of::<Value>();
+        let meter = HeapMeter::new(100 * item);
+        let bytes = Obj::try_metered(&meter, 40, || ObjKind::Bytes(vec![0; 40])).unwrap();
+        let array = Obj::try_metered(&meter, 10 * item, || {
+            ObjKind::Array(vec![Value::Undefined; 10])
+        })
+        .unwrap();
+        assert_eq!(meter.used(), 40 + 10 * item);
+
+        // Over the limit: refused before anything is allocated.
+        let made = std::cell::Cell::new(false);
+        let full = Obj::try_metered(&meter, 95 * item, || {
+            made.set(true);
+            ObjKind::Array(Vec::new())
+        })
+        .unwrap_err();
+        assert!(!made.get());
+        assert_eq!(full.limit, 100 * item);
+        assert_eq!(meter.used(), 40 + 10 * item);
+
+        // Growth by assignment is charged; growth past the limit leaves the array as it was
+        // and is reported once.
+        array.set_index(49, Value::Number(1.0));
+        assert_eq!(array.length(), 50.0);
+        assert_eq!(meter.used(), 40 + 50 * item);
+        assert_eq!(meter.take_refused(), None);
+        array.set_index(99, Value::Number(1.0));
+        assert_eq!(array.length(), 50.0);
+        assert!(meter.take_refused().is_some());
+        assert_eq!(meter.take_refused(), None);
+        array.set("length", Value::Number(1e9));
+        assert_eq!(array.length(), 50.0);
+        assert!(meter.take_refused().is_some());
+        array.set("length", Value::Number(60.0));
+        assert_eq!(array.length(), 60.0);
+
+        // Host-made arrays are charged without a check, then metered like the guest's.
+        let args = Obj::metered(&meter, ObjKind::Array(vec![Value::Null; 2]));
+        args.set_index(70_000, Value::Null);
+        assert_eq!(args.length(), 2.0);
+        args.set_index(5, Value::Null);
+        assert_eq!(args.length(), 6.0);
+        let _ = meter.take_refused();
+
+        // Everything comes back once the objects are gone, however deeply they nest.
+        let outer = Obj::metered(&meter, ObjKind::Array(vec![Value::Object(array)]));
+        drop((bytes, args));
+        let mut nested = Value::Object(outer);
+        for _ in 0..10_000 {
+            nested = Value::Object(Obj::metered(&meter, ObjKind::Array(vec![nested])));
+        }
+        assert!(meter.used() > 0);
+        drop(nested);
+        assert_eq!(meter.used(), 0);
+    }
+
+    #[test]
+    fn a_metered_copier_charges_the_restored_heap() {
+        let meter = HeapMeter::new(1 << 20);
+        let original = Obj::array(vec![Value::Number(1.0); 8]);
+        let bytes = Obj::new(ObjKind::Bytes(vec![7; 100]));
+        original.set("b", Value::Object(bytes));
+
+        let mut snapshot = HeapCopier::new();
+        let unmetered = snapshot.obj(&original);
+        snapshot.finish();
+        assert_eq!(meter.used(), 0);
+
+        let mut restore = HeapCopier::metered(&meter);
+        let copy = restore.obj(&unmetered);
+        restore.finish();
+        let item = std::mem::size_of::<Value>();
+        assert_eq!(meter.used(), 8 * item + 100);
+        copy.set_index(9, Value::Null);
+        assert_eq!(meter.used(), 10 * item + 100);
+        // The copier keeps its copies (so a second reach finds the same object) until it goes.
+        drop((copy, restore));
+        assert_eq!(meter.used(), 0);
     }
 }

@@ -311,6 +311,52 @@ fn limits_stop_runaway_functions() {
     );
 }
 
+/// Arrays and typed arrays live in the host, outside Go's linear memory; they are held to
+/// the same limit, so a function cannot make hoist allocate gigabytes with one number.
+#[test]
+fn js_arrays_count_against_the_memory_limit() {
+    let n = Value::Number;
+    let options = || GoOptions {
+        max_memory_bytes: 48 << 20,
+        ..GoOptions::default()
+    };
+    let over: [(&str, Vec<Value>); 4] = [
+        // One array of 16M items: 400 MB of values.
+        ("hoard", vec![n(1.0), n(16_777_216.0), Value::Bool(false)]),
+        // 200 arrays of 100,000 items (2.4 MB each) or 200 typed arrays of 1 MB.
+        ("hoard", vec![n(200.0), n(100_000.0), Value::Bool(false)]),
+        ("hoard", vec![n(200.0), n(1_000_000.0), Value::Bool(true)]),
+        // One array grown to 4M items by assignment.
+        ("stretch", vec![n(4_000_000.0)]),
+    ];
+    for (name, args) in over {
+        let Some(mut go) = start(options()) else {
+            return;
+        };
+        let e = go.call(name, args.clone()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GoJsError::Limit {
+                    limit: Limit::Memory { .. },
+                    ..
+                }
+            ),
+            "{name}{args:?}: {e}"
+        );
+    }
+    // Under the limit the same functions run.
+    let Some(mut go) = start(options()) else {
+        return;
+    };
+    let kept = go
+        .call("hoard", vec![n(10.0), n(100_000.0), Value::Bool(false)])
+        .unwrap();
+    assert_eq!(kept.as_number(), Some(10.0));
+    let len = go.call("stretch", vec![n(100_000.0)]).unwrap();
+    assert_eq!(len.as_number(), Some(100_000.0));
+}
+
 #[test]
 fn non_go_modules_are_refused() {
     let engine = FlightEngine::new(Compiler::Cranelift, None).unwrap();

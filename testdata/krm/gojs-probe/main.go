@@ -119,6 +119,27 @@ func main() {
 			x++
 		}
 	}))
+	g.Set("hoard", js.FuncOf(func(this js.Value, args []js.Value) any {
+		// Keeps args[0] JS arrays of args[1] items (Uint8Arrays of args[1] bytes when args[2]
+		// is true): host memory that the limit on Go's linear memory does not see.
+		class := "Array"
+		if args[2].Bool() {
+			class = "Uint8Array"
+		}
+		kept := make([]js.Value, 0, args[0].Int())
+		for i := 0; i < args[0].Int(); i++ {
+			kept = append(kept, js.Global().Get(class).New(args[1].Int()))
+		}
+		return len(kept)
+	}))
+	g.Set("stretch", js.FuncOf(func(this js.Value, args []js.Value) any {
+		// One array grown an item at a time by assignment past its end.
+		a := js.Global().Get("Array").New()
+		for i := 0; i < args[0].Int(); i++ {
+			a.SetIndex(i, i)
+		}
+		return a.Length()
+	}))
 	g.Set("exits", js.FuncOf(func(this js.Value, args []js.Value) any {
 		os.Exit(args[0].Int())
 		return nil
