@@ -196,6 +196,7 @@ pub fn pipeline(flight: &FlightArgs) -> anyhow::Result<ModulePipeline> {
         compiler: CompilerChoice::from_env()?,
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
+        instance_pool: None,
     };
     Ok(ModulePipeline::new(options)?)
 }

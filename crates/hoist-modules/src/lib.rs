@@ -32,4 +32,4 @@ pub use pipeline::{
 };
 
 pub use hoist_provenance::checksum::Sha256Digest;
-pub use hoist_runtime::{Compiler, FlightEngine, LoadedModule};
+pub use hoist_runtime::{Compiler, FlightEngine, InstancePool, LoadedModule};

@@ -5,7 +5,7 @@ use crate::{ModuleError, OciSource, keys};
 use hoist_provenance::allow::AllowList;
 use hoist_provenance::checksum::Sha256Digest;
 use hoist_provenance::signature::KeySet;
-use hoist_runtime::{CacheStatus, Compiler, FlightEngine, LoadedModule, ModuleCache};
+use hoist_runtime::{CacheStatus, Compiler, FlightEngine, InstancePool, LoadedModule, ModuleCache};
 use hoist_source::{DigestMemo, FetchedModule, SourceOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -87,6 +87,9 @@ pub struct ModuleOptions {
     pub background: BackgroundCompile,
     /// Size and time limits of fetching.
     pub source: SourceOptions,
+    /// Instances from a pool of reused slots (for processes that instantiate the same
+    /// modules many times, such as `hoist policy bench`); `None` maps fresh memory each time.
+    pub instance_pool: Option<InstancePool>,
 }
 
 impl Default for ModuleOptions {
@@ -102,6 +105,7 @@ impl Default for ModuleOptions {
             compiler: CompilerChoice::Tiered,
             background: BackgroundCompile::Off,
             source: SourceOptions::default(),
+            instance_pool: None,
         }
     }
 }
@@ -237,7 +241,11 @@ impl ModulePipeline {
             (CompilerChoice::Fixed(compiler), _) => (compiler, None),
             (CompilerChoice::Tiered, Some(cache)) => (
                 Compiler::Winch,
-                Some(FlightEngine::new(Compiler::Cranelift, Some(cache.clone()))?),
+                Some(FlightEngine::with_instance_pool(
+                    Compiler::Cranelift,
+                    Some(cache.clone()),
+                    options.instance_pool,
+                )?),
             ),
             (CompilerChoice::Tiered, None) => (Compiler::Winch, None),
         };
@@ -539,7 +547,11 @@ impl ModulePipeline {
         if let Some(engine) = self.baseline.get() {
             return Ok(engine);
         }
-        let engine = FlightEngine::new(self.baseline_compiler, self.cache.clone())?;
+        let engine = FlightEngine::with_instance_pool(
+            self.baseline_compiler,
+            self.cache.clone(),
+            self.options.instance_pool,
+        )?;
         Ok(self.baseline.get_or_init(|| engine))
     }
 

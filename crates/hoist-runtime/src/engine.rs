@@ -5,7 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::{Config, Engine, Module, OptLevel, Strategy};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
+    Strategy,
+};
 
 /// Which compiler turns Wasm into machine code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,60 @@ impl FromStr for Compiler {
             "winch" => Ok(Compiler::Winch),
             other => Err(EngineError::UnknownCompiler(other.to_string())),
         }
+    }
+}
+
+/// Instances allocated from a pool of pre-reserved slots instead of fresh mappings, for a
+/// process that instantiates the same modules over and over (a policy evaluated on request
+/// after request, each WASI run a fresh instance).
+///
+/// Why: a fresh instance's memory is a fresh mapping, so every page the guest touches is a
+/// page fault and a zeroed page, and the mapping is torn down afterwards; for a Go policy
+/// that was 39% of an evaluation's time (BENCHMARKS.md, session 7). A pooled slot stays
+/// mapped: when an instance is dropped, the pages it wrote (found with Linux's
+/// `PAGEMAP_SCAN` where the kernel has it) are reset to the module's initial memory in place,
+/// up to `keep_resident_bytes`, so the next instance of the same module touches resident
+/// pages. The price is memory that stays resident between runs (at most
+/// `slots * keep_resident_bytes`) and a hard cap on instances alive at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstancePool {
+    /// Instances (and their memories and tables) alive at once; instantiating one more fails
+    /// with wasmtime's "maximum concurrent instance limit" error.
+    pub slots: u32,
+    /// The largest a pooled linear memory may grow; growth past it fails as a memory limit
+    /// would, so make it at least the largest limit any run has.
+    pub max_memory_bytes: u64,
+    /// Bytes of each memory slot reset in place and kept resident between instances.
+    pub keep_resident_bytes: u64,
+}
+
+impl InstancePool {
+    /// A pool for sequential evaluations: a few slots (a run, a verification run of a resume
+    /// point, and spare), memories up to `max_memory_bytes`, 64 MiB kept resident each.
+    pub fn for_repeated_runs(max_memory_bytes: u64) -> InstancePool {
+        InstancePool {
+            slots: 4,
+            max_memory_bytes,
+            keep_resident_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    fn allocation_config(&self) -> PoolingAllocationConfig {
+        let mut pool = PoolingAllocationConfig::new();
+        let keep = usize::try_from(self.keep_resident_bytes).unwrap_or(usize::MAX);
+        pool.total_core_instances(self.slots)
+            .total_memories(self.slots)
+            .total_tables(self.slots)
+            .max_memory_size(usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX))
+            // Go modules hold every address-taken function in one table, and their instance
+            // state grows with it; wasmtime's defaults (10,000 elements, 1 MiB) are too small
+            // for a 40 MB catalog function. Both are virtual reservations, not resident memory.
+            .table_elements(1 << 20)
+            .max_core_instance_size(64 << 20)
+            .linear_memory_keep_resident(keep)
+            .table_keep_resident(1 << 20)
+            .pagemap_scan(Enabled::Auto);
+        pool
     }
 }
 
@@ -142,10 +199,21 @@ pub struct FlightEngine {
 impl FlightEngine {
     /// An engine using `compiler`, caching compiled code in `cache` when given.
     pub fn new(compiler: Compiler, cache: Option<ModuleCache>) -> Result<Self, EngineError> {
-        let engine = Engine::new(&flight_config(compiler)).map_err(|e| EngineError::Config {
-            compiler,
-            message: format!("{e:#}"),
-        })?;
+        FlightEngine::with_instance_pool(compiler, cache, None)
+    }
+
+    /// An engine as [`FlightEngine::new`] makes, allocating instances from `pool` when given.
+    /// Compiled code is the same either way, so the cache is shared with unpooled engines.
+    pub fn with_instance_pool(
+        compiler: Compiler,
+        cache: Option<ModuleCache>,
+        pool: Option<InstancePool>,
+    ) -> Result<Self, EngineError> {
+        let engine =
+            Engine::new(&flight_config(compiler, pool)).map_err(|e| EngineError::Config {
+                compiler,
+                message: format!("{e:#}"),
+            })?;
         let cache = cache.map(|c| c.for_engine(&engine, compiler));
         Ok(FlightEngine {
             engine,
@@ -279,9 +347,11 @@ impl FlightEngine {
     }
 }
 
-/// The engine configuration for flights. Everything here changes compiled code, so it is all
-/// covered by `Engine::precompile_compatibility_hash`, which is part of the cache key.
-fn flight_config(compiler: Compiler) -> Config {
+/// The engine configuration for flights. Everything here but the allocation strategy changes
+/// compiled code, so it is covered by `Engine::precompile_compatibility_hash`, which is part of
+/// the cache key; the allocation strategy does not (wasmtime documents that compiled modules
+/// work with and without the pooling allocator).
+fn flight_config(compiler: Compiler, pool: Option<InstancePool>) -> Config {
     let mut config = Config::new();
     config
         .strategy(match compiler {
@@ -293,6 +363,11 @@ fn flight_config(compiler: Compiler) -> Config {
         .parallel_compilation(true)
         // Flights are WASI preview 1 core modules.
         .wasm_component_model(false);
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+            pool.allocation_config(),
+        ));
+    }
     config
 }
 
@@ -347,6 +422,61 @@ mod tests {
             Compiler::Cranelift
         );
         assert!("llvm".parse::<Compiler>().is_err());
+    }
+
+    /// A pooled slot is reset to the module's initial memory between instances, and the pool's
+    /// size is a hard cap on instances alive at once.
+    #[test]
+    fn pooled_instances_start_from_the_initial_memory() {
+        let pool = InstancePool {
+            slots: 2,
+            max_memory_bytes: 4 << 20,
+            keep_resident_bytes: 1 << 20,
+        };
+        let engine = FlightEngine::with_instance_pool(Compiler::Winch, None, Some(pool)).unwrap();
+        let wasm = wat::parse_str(
+            r#"(module
+                (memory (export "memory") 4 64)
+                (data (i32.const 16) "\07")
+                (func (export "swap") (param i32) (result i32)
+                  (local $old i32)
+                  (local.set $old (i32.load8_u (i32.const 16)))
+                  (i32.store8 (i32.const 16) (local.get 0))
+                  ;; a page far from the image, written too
+                  (i32.store8 (i32.const 200000) (local.get 0))
+                  (local.get $old)))"#,
+        )
+        .unwrap();
+        let module = engine.load(&wasm, "pool-test", "pool.wasm").unwrap().module;
+        let run = |value: i32| {
+            let mut store = wasmtime::Store::new(engine.engine(), ());
+            // The engine interrupts on epochs; this test never advances one.
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let swap = instance
+                .get_typed_func::<i32, i32>(&mut store, "swap")
+                .unwrap();
+            let old = swap.call(&mut store, value).unwrap();
+            let memory = instance.get_memory(&mut store, "memory").unwrap();
+            assert_eq!(memory.data(&store)[200000], value as u8);
+            old
+        };
+        for value in [42, 43, 44] {
+            assert_eq!(run(value), 7, "a pooled instance saw an earlier one's write");
+        }
+
+        let mut stores: Vec<_> = (0..2)
+            .map(|_| {
+                let mut store = wasmtime::Store::new(engine.engine(), ());
+                wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+                store
+            })
+            .collect();
+        let mut third = wasmtime::Store::new(engine.engine(), ());
+        let err = wasmtime::Instance::new(&mut third, &module, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("limit"), "{err:#}");
+        stores.pop();
+        wasmtime::Instance::new(&mut third, &module, &[]).unwrap();
     }
 
     #[test]

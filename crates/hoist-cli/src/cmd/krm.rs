@@ -314,6 +314,7 @@ fn module_pipeline(flags: &ModuleFlags, checksum: bool) -> anyhow::Result<Module
         compiler: CompilerChoice::from_env()?,
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
+        instance_pool: None,
     })?)
 }
 

@@ -3,7 +3,9 @@
 
 use crate::kubecontext::KubeTarget;
 use anyhow::{Context, bail};
-use hoist_modules::{BackgroundCompile, CompilerChoice, Digests, ModuleOptions, ModulePipeline};
+use hoist_modules::{
+    BackgroundCompile, CompilerChoice, Digests, InstancePool, ModuleOptions, ModulePipeline,
+};
 use hoist_policy::capabilities::{
     self, CapabilityBackend, HostCapabilities, NoBackend, Recorder, Replayer,
 };
@@ -194,7 +196,7 @@ pub fn run(args: PolicyArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn pipeline(args: &ModuleArgs) -> anyhow::Result<ModulePipeline> {
+fn pipeline(args: &ModuleArgs, pool: Option<InstancePool>) -> anyhow::Result<ModulePipeline> {
     let checksum = args
         .checksum
         .as_deref()
@@ -218,6 +220,7 @@ fn pipeline(args: &ModuleArgs) -> anyhow::Result<ModulePipeline> {
         compiler: CompilerChoice::from_env()?,
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
+        instance_pool: pool,
     })?)
 }
 
@@ -280,8 +283,8 @@ struct Loaded {
     what: String,
 }
 
-fn load(module: &str, args: &ModuleArgs) -> anyhow::Result<Loaded> {
-    let pipeline = pipeline(args)?;
+fn load(module: &str, args: &ModuleArgs, pool: Option<InstancePool>) -> anyhow::Result<Loaded> {
+    let pipeline = pipeline(args, pool)?;
     let location = location(module);
     let ready = pipeline.load(&location, Digests::WithBytes)?;
     let wasm = match ready.wasm {
@@ -307,7 +310,9 @@ struct Session {
     _runtime: Option<tokio::runtime::Runtime>,
 }
 
-fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
+/// `repeated`: the policy will be evaluated many times (bench), so its instances come from a
+/// pool of reused slots rather than fresh mappings (see [`InstancePool`]).
+fn session(eval: &EvalArgs, kube: &KubeTarget, repeated: bool) -> anyhow::Result<Session> {
     let mode = eval
         .execution_mode
         .as_deref()
@@ -321,7 +326,9 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
         &eval.request_path
     };
     let request = ValidateRequest::parse(&request_bytes, eval.raw, request_what)?;
-    let loaded = load(&eval.module, &eval.source)?;
+    let max_memory_bytes = eval.max_memory_mib * 1024 * 1024;
+    let pool = repeated.then(|| InstancePool::for_repeated_runs(max_memory_bytes));
+    let loaded = load(&eval.module, &eval.source, pool)?;
     let metadata = metadata::read_metadata(&loaded.wasm, &loaded.what)?;
     let policy = Policy::new(&loaded.module.module, metadata, mode, &loaded.what)?;
 
@@ -410,7 +417,7 @@ fn session(eval: &EvalArgs, kube: &KubeTarget) -> anyhow::Result<Session> {
     };
     let limits = Limits {
         timeout: crate::flight::parse_timeout(&eval.timeout)?,
-        max_memory_bytes: eval.max_memory_mib * 1024 * 1024,
+        max_memory_bytes,
     };
     Ok(Session {
         policy,
@@ -442,7 +449,7 @@ impl Session {
 }
 
 fn run_policy(args: RunArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
-    let session = session(&args.eval, kube)?;
+    let session = session(&args.eval, kube, false)?;
     let mut evaluator = session
         .policy
         .evaluator(session.host.clone(), session.limits)?;
@@ -567,7 +574,7 @@ fn bench(args: BenchArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
         "json" => false,
         other => bail!("unknown output format {other:?}: use text or json"),
     };
-    let session = session(&args.eval, kube)?;
+    let session = session(&args.eval, kube, true)?;
     let cold = Instant::now();
     let mut evaluator = session
         .policy
@@ -659,15 +666,18 @@ fn annotate(args: AnnotateArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read the usage file {}", p.display()))
         })
         .transpose()?;
-    let pipeline = pipeline(&ModuleArgs {
-        checksum: None,
-        verify: Vec::new(),
-        allow: Vec::new(),
-        insecure: false,
-        offline: false,
-        no_cache: false,
-        compilation_cache: None,
-    })?;
+    let pipeline = pipeline(
+        &ModuleArgs {
+            checksum: None,
+            verify: Vec::new(),
+            allow: Vec::new(),
+            insecure: false,
+            offline: false,
+            no_cache: false,
+            compilation_cache: None,
+        },
+        None,
+    )?;
     let ready = pipeline.load_bytes(wasm.clone(), &what)?;
     let annotated = hoist_policy::annotate(&ready.loaded.module, &wasm, metadata, usage, &what)?;
     write_atomically(&args.output_path, &annotated)?;
@@ -692,7 +702,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&args.module, &args.source)?;
+    let loaded = load(&args.module, &args.source, None)?;
     let metadata = metadata::read_metadata(&loaded.wasm, &loaded.what)?;
     let kind = metadata::module_kind(loaded.module.module.exports().map(|e| e.name()));
     let mode = metadata::decide_mode(None, metadata.as_ref(), kind, &loaded.what);
@@ -857,15 +867,18 @@ impl GateArgs {
         for file in &self.policies {
             specs.extend(gate::read_policies_file(file)?);
         }
-        let pipeline = pipeline(&ModuleArgs {
-            checksum: None,
-            verify: flight.verify.clone(),
-            allow: flight.allow.clone(),
-            insecure: flight.insecure,
-            offline: flight.offline,
-            no_cache: flight.no_cache,
-            compilation_cache: flight.compilation_cache.clone(),
-        })?;
+        let pipeline = pipeline(
+            &ModuleArgs {
+                checksum: None,
+                verify: flight.verify.clone(),
+                allow: flight.allow.clone(),
+                insecure: flight.insecure,
+                offline: flight.offline,
+                no_cache: flight.no_cache,
+                compilation_cache: flight.compilation_cache.clone(),
+            },
+            None,
+        )?;
         let options = gate::GateOptions {
             default_namespace: Some(namespace.to_string()),
             // Certificate checks work offline; DNS and the cluster are not reachable.
