@@ -462,7 +462,11 @@ mod tests {
             old
         };
         for value in [42, 43, 44] {
-            assert_eq!(run(value), 7, "a pooled instance saw an earlier one's write");
+            assert_eq!(
+                run(value),
+                7,
+                "a pooled instance saw an earlier one's write"
+            );
         }
 
         let mut stores: Vec<_> = (0..2)
