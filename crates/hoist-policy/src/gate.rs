@@ -1334,7 +1334,7 @@ fn admission_request(
         "options".into(),
         json!({"apiVersion": "meta.k8s.io/v1", "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }, "fieldManager": "yoke"}),
     );
-    ValidateRequest::AdmissionRequest(Value::Object(request))
+    ValidateRequest::admission_request(Value::Object(request))
 }
 
 #[cfg(test)]
