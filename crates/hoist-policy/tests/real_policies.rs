@@ -234,7 +234,22 @@ fn go_wasi_policy_resumed_answers_as_fresh_runs() {
     let resumed_module = wasmtime::Module::new(&engine, &prepared).unwrap();
     assert!(hoist_runtime::go_resume::GoLayout::of(&resumed_module).is_some());
     let fresh_policy = Policy::new(&fresh_module, Some(meta.clone()), None, name).unwrap();
-    let resumed_policy = Policy::new(&resumed_module, Some(meta), None, name).unwrap();
+    let resumed_policy = Policy::new(&resumed_module, Some(meta.clone()), None, name).unwrap();
+    // The same resumed runs with instances from a pool of reused slots, as `hoist policy bench`
+    // takes them: a slot handed back must behave exactly as freshly mapped memory.
+    let pooled_engine = hoist_runtime::FlightEngine::with_instance_pool(
+        hoist_runtime::Compiler::Winch,
+        None,
+        Some(hoist_runtime::InstancePool::for_repeated_runs(
+            Limits::default().max_memory_bytes,
+        )),
+    )
+    .unwrap();
+    let pooled_module = wasmtime::Module::new(pooled_engine.engine(), &prepared).unwrap();
+    let pooled_policy = Policy::new(&pooled_module, Some(meta), None, name).unwrap();
+    let mut pooled = pooled_policy
+        .evaluator(HostCapabilities::none(name), Limits::default())
+        .unwrap();
     let mut fresh = fresh_policy
         .evaluator(HostCapabilities::none(name), Limits::default())
         .unwrap();
@@ -258,10 +273,16 @@ fn go_wasi_policy_resumed_answers_as_fresh_runs() {
         for (i, s) in settings.iter().enumerate() {
             let a = fresh.validate_settings(s);
             let b = resumed.validate_settings(s);
+            let c = pooled.validate_settings(s);
             assert_eq!(
                 serde_json::to_value(&a).unwrap(),
                 serde_json::to_value(&b).unwrap(),
                 "settings {i}, round {round}"
+            );
+            assert_eq!(
+                serde_json::to_value(&a).unwrap(),
+                serde_json::to_value(&c).unwrap(),
+                "pooled: settings {i}, round {round}"
             );
             outcomes.insert(format!("settings valid={}", a.valid));
             for annotation in ["felix", "sylvester", "tom"] {
@@ -276,10 +297,16 @@ fn go_wasi_policy_resumed_answers_as_fresh_runs() {
                 .unwrap();
                 let a = fresh.validate(&request, s);
                 let b = resumed.validate(&request, s);
+                let c = pooled.validate(&request, s);
                 assert_eq!(
                     serde_json::to_value(&a).unwrap(),
                     serde_json::to_value(&b).unwrap(),
                     "settings {i}, {annotation}, round {round}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&a).unwrap(),
+                    serde_json::to_value(&c).unwrap(),
+                    "pooled: settings {i}, {annotation}, round {round}"
                 );
                 outcomes.insert(format!("allowed={}", a.allowed));
             }
@@ -289,6 +316,11 @@ fn go_wasi_policy_resumed_answers_as_fresh_runs() {
         resumed_policy.resumed_operations(),
         ["validate", "validate-settings"],
         "the prepared policy resumed both operations"
+    );
+    assert_eq!(
+        pooled_policy.resumed_operations(),
+        ["validate", "validate-settings"],
+        "the pooled policy resumed both operations"
     );
     assert!(fresh_policy.resumed_operations().is_empty());
     // Both kinds of answer were compared, not just one.
