@@ -6,7 +6,9 @@
 //! - after any operation that may run Go code (a call, an invoke, a `new`, a getter), the
 //!   stack pointer is re-read through the `getsp` export before results are written.
 
-use crate::value::{Builtin, Callable, Class, HeapFull, HeapMeter, Obj, ObjKind, Value, Values};
+use crate::value::{
+    Builtin, Callable, Class, HeapFull, HeapMeter, Obj, ObjKind, Value, Values, array_bytes,
+};
 use hoist_runtime::guest::MemoryLimitHit;
 use hoist_runtime::guest::MemoryLimiter;
 use rand::RngCore;
@@ -148,6 +150,20 @@ impl GoState {
             defer_stdin: false,
             pending_reads: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Posts the event that calls the `js.FuncOf` function `id` when Go is next resumed, as
+    /// `_makeFuncWrapper` does: `go._pendingEvent = {id, this, args}`. Go writes its return
+    /// value into the event's `result`. The argument array is metered like the guest's own.
+    pub(crate) fn post_event(&self, id: u32, this: Value, args: Vec<Value>) -> Obj {
+        let args = Obj::metered(&self.heap, ObjKind::Array(args));
+        let event = Obj::plain(vec![
+            ("id", Value::Number(f64::from(id))),
+            ("this", this),
+            ("args", Value::Object(args)),
+        ]);
+        self.go.set("_pendingEvent", Value::Object(event.clone()));
+        event
     }
 
     fn write_fd(&mut self, fd: i64, bytes: &[u8]) -> Result<(), wasmtime::Error> {
@@ -415,16 +431,7 @@ fn call_go_func(
     this: Value,
     args: Vec<Value>,
 ) -> Result<Value, wasmtime::Error> {
-    let args = Obj::metered(&caller.data().heap, ObjKind::Array(args));
-    let event = Obj::plain(vec![
-        ("id", Value::Number(f64::from(id))),
-        ("this", this),
-        ("args", Value::Object(args)),
-    ]);
-    caller
-        .data()
-        .go
-        .set("_pendingEvent", Value::Object(event.clone()));
+    let event = caller.data().post_event(id, this, args);
     resume(caller)?;
     if let Some(code) = caller.data().exited {
         // Go exited (e.g. a panic in the handler) under a host call: nothing below can
@@ -495,10 +502,17 @@ fn heap_full(full: HeapFull) -> wasmtime::Error {
     wasmtime::Error::new(MemoryLimitHit)
 }
 
+/// Stops the guest when the array assignment just made was refused by its JS heap meter
+/// ([`Obj::set`] and [`Obj::set_index`] cannot fail themselves).
+fn refused_growth(st: &GoState) -> Result<(), wasmtime::Error> {
+    st.heap
+        .take_refused()
+        .map_or(Ok(()), |full| Err(heap_full(full)))
+}
+
 /// `new C(args)` for the host's classes; `Err` when the backing store it asks for is over the
 /// guest's JS heap limit (a thrown JS error is `Ok(Err(..))`).
 fn construct(st: &GoState, c: Class, args: &[Value]) -> Result<JsResult, HeapFull> {
-    let size = std::mem::size_of::<Value>();
     Ok(Ok(Value::Object(match c {
         Class::Object => match args.first() {
             Some(Value::Object(o)) => o.clone(),
@@ -514,11 +528,11 @@ fn construct(st: &GoState, c: Class, args: &[Value]) -> Result<JsResult, HeapFul
                     ))));
                 }
                 let len = *n as usize;
-                Obj::try_metered(&st.heap, len.saturating_mul(size), || {
+                Obj::try_metered(&st.heap, array_bytes(len), || {
                     ObjKind::Array(vec![Value::Undefined; len])
                 })?
             }
-            _ => Obj::try_metered(&st.heap, args.len().saturating_mul(size), || {
+            _ => Obj::try_metered(&st.heap, array_bytes(args.len()), || {
                 ObjKind::Array(args.to_vec())
             })?,
         },
@@ -917,9 +931,7 @@ fn value_set(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime:
     if let Some(o) = v.as_object() {
         o.set(&name, x);
     }
-    st.heap
-        .take_refused()
-        .map_or(Ok(()), |full| Err(heap_full(full)))
+    refused_growth(st)
 }
 
 fn value_delete(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
@@ -948,9 +960,7 @@ fn value_set_index(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), was
     if let Some(o) = v.as_object() {
         o.set_index(i, x);
     }
-    st.heap
-        .take_refused()
-        .map_or(Ok(()), |full| Err(heap_full(full)))
+    refused_growth(st)
 }
 
 /// Writes a call's outcome at `result_off`/`ok_off` from the *current* SP.

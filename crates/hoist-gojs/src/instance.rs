@@ -1,7 +1,7 @@
 //! One running Go program: start it, call the functions it registered, run its timers.
 
 use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit, PendingRead};
-use crate::value::{Callable, HeapCopier, Obj, ObjKind, Value, Values};
+use crate::value::{Callable, HeapCopier, Obj, Value, Values};
 use hoist_runtime::Limit;
 use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
 use std::collections::BTreeMap;
@@ -613,16 +613,7 @@ impl GoInstance {
                 name: name.into(),
             });
         };
-        let args = Obj::metered(&self.store.data().heap, ObjKind::Array(args));
-        let event = Obj::plain(vec![
-            ("id", Value::Number(f64::from(id))),
-            ("this", Value::Undefined),
-            ("args", Value::Object(args)),
-        ]);
-        self.store
-            .data()
-            .go
-            .set("_pendingEvent", Value::Object(event.clone()));
+        let event = self.store.data().post_event(id, Value::Undefined, args);
         self.resume(Some(name))?;
         if let Some(code) = self.exit_code() {
             return Err(GoJsError::ExitedDuringCall {
@@ -742,16 +733,7 @@ impl GoInstance {
                 message: "fs.read of stdin was given a callback that is not a Go function".into(),
             });
         };
-        let args = Obj::metered(&self.store.data().heap, ObjKind::Array(args));
-        let event = Obj::plain(vec![
-            ("id", Value::Number(f64::from(id))),
-            ("this", Value::Undefined),
-            ("args", Value::Object(args)),
-        ]);
-        self.store
-            .data()
-            .go
-            .set("_pendingEvent", Value::Object(event));
+        self.store.data().post_event(id, Value::Undefined, args);
         self.resume(None)
     }
 

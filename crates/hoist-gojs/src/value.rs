@@ -298,6 +298,26 @@ struct Charge {
     bytes: usize,
 }
 
+impl Charge {
+    /// Charges `bytes` to `meter`; refused when over its limit.
+    fn try_new(meter: &Rc<HeapMeter>, bytes: usize) -> Result<Charge, HeapFull> {
+        meter.try_charge(bytes)?;
+        Ok(Charge {
+            meter: Rc::clone(meter),
+            bytes,
+        })
+    }
+
+    /// Charges `bytes` to `meter` without a limit check (what the host makes itself).
+    fn forced(meter: &Rc<HeapMeter>, bytes: usize) -> Charge {
+        meter.force_charge(bytes);
+        Charge {
+            meter: Rc::clone(meter),
+            bytes,
+        }
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.meter.refund(self.bytes);
@@ -313,7 +333,8 @@ fn backing_bytes(kind: &ObjKind) -> usize {
     }
 }
 
-fn array_bytes(len: usize) -> usize {
+/// The metered size of an array of `len` items.
+pub(crate) fn array_bytes(len: usize) -> usize {
     len.saturating_mul(std::mem::size_of::<Value>())
 }
 
@@ -386,12 +407,8 @@ impl Obj {
         bytes: usize,
         make: impl FnOnce() -> ObjKind,
     ) -> Result<Obj, HeapFull> {
-        meter.try_charge(bytes)?;
         // From here the charge is owned by the object and refunded with it.
-        let charge = Charge {
-            meter: Rc::clone(meter),
-            bytes,
-        };
+        let charge = Charge::try_new(meter, bytes)?;
         let o = Obj::new(make());
         o.borrow_mut().charge = Some(charge);
         Ok(o)
@@ -400,13 +417,9 @@ impl Obj {
     /// A new object the host makes for a guest (callback arguments): charged to `meter`
     /// without a limit check, so that whatever the guest later grows it by is metered.
     pub fn metered(meter: &Rc<HeapMeter>, kind: ObjKind) -> Obj {
-        let bytes = backing_bytes(&kind);
-        meter.force_charge(bytes);
+        let charge = Charge::forced(meter, backing_bytes(&kind));
         let o = Obj::new(kind);
-        o.borrow_mut().charge = Some(Charge {
-            meter: Rc::clone(meter),
-            bytes,
-        });
+        o.borrow_mut().charge = Some(charge);
         o
     }
 
@@ -988,12 +1001,7 @@ impl HeapCopier {
             };
             let mut data = copy.borrow_mut();
             if let Some(meter) = &self.meter {
-                let bytes = backing_bytes(&kind);
-                meter.force_charge(bytes);
-                data.charge = Some(Charge {
-                    meter: Rc::clone(meter),
-                    bytes,
-                });
+                data.charge = Some(Charge::forced(meter, backing_bytes(&kind)));
             }
             data.kind = kind;
             data.props = props;
