@@ -15,7 +15,7 @@ pub struct ValidateRequest {
     /// `value` as compact JSON, written once. Every evaluation embeds the request in its
     /// payload; writing the same tree again for each one was 8% of a Rego policy's `validate`
     /// in perf (the request never changes once read, so neither does its JSON).
-    json: std::sync::Arc<[u8]>,
+    json: Vec<u8>,
 }
 
 /// Why a request file is not usable.
@@ -99,7 +99,7 @@ impl ValidateRequest {
     }
 
     fn new(raw: bool, value: Value) -> ValidateRequest {
-        let json = serde_json::to_vec(&value).unwrap_or_default().into();
+        let json = serde_json::to_vec(&value).unwrap_or_default();
         ValidateRequest { raw, value, json }
     }
 
