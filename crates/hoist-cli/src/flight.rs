@@ -197,6 +197,7 @@ pub fn pipeline(flight: &FlightArgs) -> anyhow::Result<ModulePipeline> {
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
         instance_pool: None,
+        time_limits: hoist_modules::TimeLimits::Enforceable,
     };
     Ok(ModulePipeline::new(options)?)
 }

@@ -28,8 +28,8 @@ pub use oci::OciSource;
 pub use paths::{cache_root, default_module_cache_dir, default_oci_cache_dir};
 pub use pipeline::{
     BackgroundCompile, CompilerChoice, Digests, FlightModule, InterpretedModule, InterpreterChoice,
-    ModuleInfo, ModuleOptions, ModulePipeline, ReadyModule,
+    ModuleInfo, ModuleOptions, ModulePipeline, ReadyModule, upgrade_lock_name,
 };
 
 pub use hoist_provenance::checksum::Sha256Digest;
-pub use hoist_runtime::{Compiler, FlightEngine, InstancePool, LoadedModule};
+pub use hoist_runtime::{Compiler, FlightEngine, InstancePool, LoadedModule, TimeLimits};

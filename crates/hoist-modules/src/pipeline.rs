@@ -5,7 +5,9 @@ use crate::{ModuleError, OciSource, keys};
 use hoist_provenance::allow::AllowList;
 use hoist_provenance::checksum::Sha256Digest;
 use hoist_provenance::signature::KeySet;
-use hoist_runtime::{CacheStatus, Compiler, FlightEngine, InstancePool, LoadedModule, ModuleCache};
+use hoist_runtime::{
+    CacheStatus, Compiler, FlightEngine, InstancePool, LoadedModule, ModuleCache, TimeLimits,
+};
 use hoist_source::{DigestMemo, FetchedModule, SourceOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -90,6 +92,9 @@ pub struct ModuleOptions {
     /// Instances from a pool of reused slots (for processes that instantiate the same
     /// modules many times, such as `hoist policy bench`); `None` maps fresh memory each time.
     pub instance_pool: Option<InstancePool>,
+    /// Whether compiled code can be stopped at a time limit; `Unenforceable` only for callers
+    /// that set none (see [`TimeLimits`]).
+    pub time_limits: TimeLimits,
 }
 
 impl Default for ModuleOptions {
@@ -106,6 +111,7 @@ impl Default for ModuleOptions {
             background: BackgroundCompile::Off,
             source: SourceOptions::default(),
             instance_pool: None,
+            time_limits: TimeLimits::Enforceable,
         }
     }
 }
@@ -241,10 +247,11 @@ impl ModulePipeline {
             (CompilerChoice::Fixed(compiler), _) => (compiler, None),
             (CompilerChoice::Tiered, Some(cache)) => (
                 Compiler::Winch,
-                Some(FlightEngine::with_instance_pool(
+                Some(FlightEngine::configured(
                     Compiler::Cranelift,
                     Some(cache.clone()),
                     options.instance_pool,
+                    options.time_limits,
                 )?),
             ),
             (CompilerChoice::Tiered, None) => (Compiler::Winch, None),
@@ -547,10 +554,11 @@ impl ModulePipeline {
         if let Some(engine) = self.baseline.get() {
             return Ok(engine);
         }
-        let engine = FlightEngine::with_instance_pool(
+        let engine = FlightEngine::configured(
             self.baseline_compiler,
             self.cache.clone(),
             self.options.instance_pool,
+            self.options.time_limits,
         )?;
         Ok(self.baseline.get_or_init(|| engine))
     }
@@ -592,7 +600,9 @@ impl ModulePipeline {
         };
         let result = match &self.options.background {
             BackgroundCompile::Off => return,
-            BackgroundCompile::Subprocess { exe } => spawn_upgrade(exe, dir, sha256, module),
+            BackgroundCompile::Subprocess { exe } => {
+                spawn_upgrade(exe, dir, sha256, module, self.options.time_limits)
+            }
             BackgroundCompile::Thread => {
                 let engine = optimised.clone_handle();
                 let hex = sha256.to_hex();
@@ -696,16 +706,26 @@ enum UpgradeSource<'a> {
     Bytes(&'a [u8]),
 }
 
+/// The lock file (under `pending/`) of a background compile of `sha256`.
+pub fn upgrade_lock_name(sha256: &Sha256Digest, time_limits: TimeLimits) -> String {
+    match time_limits {
+        TimeLimits::Enforceable => format!("{sha256}.lock"),
+        TimeLimits::Unenforceable => format!("{sha256}.no-time-limits.lock"),
+    }
+}
+
 fn spawn_upgrade(
     exe: &Path,
     dir: &Path,
     sha256: &Sha256Digest,
     module: UpgradeSource<'_>,
+    time_limits: TimeLimits,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let pending = dir.join("pending");
     std::fs::create_dir_all(&pending).map_err(io)?;
-    let lock = pending.join(format!("{sha256}.lock"));
+    // The two kinds of code are separate cache entries, so each has its own lock.
+    let lock = pending.join(upgrade_lock_name(sha256, time_limits));
     // A lock younger than ten minutes means an upgrade is running (or just ran).
     if let Ok(meta) = std::fs::metadata(&lock)
         && meta
@@ -734,6 +754,7 @@ fn spawn_upgrade(
         .arg(dir)
         .arg("--sha256")
         .arg(sha256.to_hex())
+        .args((time_limits == TimeLimits::Unenforceable).then_some("--no-time-limits"))
         .arg(&path)
         .env_remove("HOIST_COMPILER")
         .stdin(std::process::Stdio::null())

@@ -100,11 +100,17 @@ pub fn arm_deadline_at<T: 'static>(
             Some(EpochTicker::start(store.engine().clone()))
         }
         None => {
-            store.set_epoch_deadline(u64::MAX);
+            store.set_epoch_deadline(NO_EPOCH_DEADLINE);
             None
         }
     }
 }
+
+/// The epoch deadline delta of a store without a time limit. Not `u64::MAX`: wasmtime adds the
+/// engine's current epoch to it, which overflows (a panic in debug builds, a deadline in the
+/// past in release builds) once any ticker on a shared engine has advanced the epoch. Half the
+/// range is thousands of years of 10 ms ticks.
+pub const NO_EPOCH_DEADLINE: u64 = u64::MAX / 2;
 
 /// Increments the engine's epoch every 10 ms while a flight runs.
 pub struct EpochTicker {

@@ -41,7 +41,9 @@ mod streams;
 pub mod tier0;
 
 pub use cache::{CacheEntry, CacheError, ModuleCache, hoist_cache_root};
-pub use engine::{CacheStatus, Compiler, EngineError, FlightEngine, InstancePool, LoadedModule};
+pub use engine::{
+    CacheStatus, Compiler, EngineError, FlightEngine, InstancePool, LoadedModule, TimeLimits,
+};
 pub use flight::{
     FlightError, FlightOutput, FlightSpec, GoResumeCache, Limit, StderrMode, run_flight,
     run_flight_resumable,

@@ -1,7 +1,7 @@
 //! `hoist cache`: inspect and clean the compiled-module cache.
 
 use anyhow::Context;
-use hoist_runtime::{Compiler, FlightEngine, ModuleCache};
+use hoist_runtime::{Compiler, FlightEngine, ModuleCache, TimeLimits};
 use std::path::PathBuf;
 
 /// Arguments of `hoist cache`.
@@ -32,6 +32,9 @@ pub enum CacheCommand {
         /// The module's expected SHA-256.
         #[arg(long)]
         sha256: String,
+        /// Compile code that cannot be stopped at a time limit (for runs that set none).
+        #[arg(long)]
+        no_time_limits: bool,
         /// The module file.
         module: PathBuf,
     },
@@ -106,7 +109,18 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        CacheCommand::Upgrade { sha256, module } => upgrade(&dir, &sha256, &module)?,
+        CacheCommand::Upgrade {
+            sha256,
+            no_time_limits,
+            module,
+        } => {
+            let time_limits = if no_time_limits {
+                TimeLimits::Unenforceable
+            } else {
+                TimeLimits::Enforceable
+            };
+            upgrade(&dir, &sha256, &module, time_limits)?
+        }
         CacheCommand::Clean { stale } => {
             let (count, bytes) = cache.clean(stale)?;
             eprintln!(
@@ -121,7 +135,12 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
 
 /// `hoist cache upgrade`: compile `module` with Cranelift into the cache at `dir`, then remove
 /// the pending copy and the lock that `render` left.
-fn upgrade(dir: &std::path::Path, sha256: &str, module: &std::path::Path) -> anyhow::Result<()> {
+fn upgrade(
+    dir: &std::path::Path,
+    sha256: &str,
+    module: &std::path::Path,
+    time_limits: TimeLimits,
+) -> anyhow::Result<()> {
     let pending = dir.join("pending");
     let result = (|| -> anyhow::Result<()> {
         let expected = hoist_provenance::checksum::Sha256Digest::from_hex(sha256)?;
@@ -133,7 +152,12 @@ fn upgrade(dir: &std::path::Path, sha256: &str, module: &std::path::Path) -> any
             "{} changed since the render (sha256 {actual})",
             module.display()
         );
-        let engine = FlightEngine::new(Compiler::Cranelift, Some(ModuleCache::new(dir)))?;
+        let engine = FlightEngine::configured(
+            Compiler::Cranelift,
+            Some(ModuleCache::new(dir)),
+            None,
+            time_limits,
+        )?;
         let loaded = engine.load(&wasm, &expected.to_hex(), &module.display().to_string())?;
         eprintln!(
             "optimised code for {expected}: {} in {:?}",
@@ -144,6 +168,10 @@ fn upgrade(dir: &std::path::Path, sha256: &str, module: &std::path::Path) -> any
     if module.starts_with(&pending) {
         let _ = std::fs::remove_file(module);
     }
-    let _ = std::fs::remove_file(pending.join(format!("{sha256}.lock")));
+    if let Ok(digest) = hoist_provenance::checksum::Sha256Digest::from_hex(sha256) {
+        let _ = std::fs::remove_file(
+            pending.join(hoist_modules::upgrade_lock_name(&digest, time_limits)),
+        );
+    }
     result
 }

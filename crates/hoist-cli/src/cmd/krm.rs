@@ -315,6 +315,7 @@ fn module_pipeline(flags: &ModuleFlags, checksum: bool) -> anyhow::Result<Module
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
         instance_pool: None,
+        time_limits: hoist_modules::TimeLimits::Enforceable,
     })?)
 }
 

@@ -5,6 +5,7 @@ use crate::kubecontext::KubeTarget;
 use anyhow::{Context, bail};
 use hoist_modules::{
     BackgroundCompile, CompilerChoice, Digests, InstancePool, ModuleOptions, ModulePipeline,
+    TimeLimits,
 };
 use hoist_policy::capabilities::{
     self, CapabilityBackend, HostCapabilities, NoBackend, Recorder, Replayer,
@@ -114,7 +115,9 @@ struct EvalArgs {
     /// else for a policy.
     #[arg(long, value_name = "HOST=IP[,IP...]")]
     dns_answer: Vec<String>,
-    /// Time limit of each call into the policy (e.g. 2s, 500ms); negative disables it.
+    /// Time limit of each call into the policy (e.g. 2s, 500ms); negative disables it, and
+    /// then the policy is compiled without interruption checks, as kwctl runs policies: up to
+    /// a fifth faster, but a policy that loops is never stopped.
     #[arg(
         long,
         value_name = "DURATION",
@@ -196,7 +199,11 @@ pub fn run(args: PolicyArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn pipeline(args: &ModuleArgs, pool: Option<InstancePool>) -> anyhow::Result<ModulePipeline> {
+fn pipeline(
+    args: &ModuleArgs,
+    pool: Option<InstancePool>,
+    time_limits: TimeLimits,
+) -> anyhow::Result<ModulePipeline> {
     let checksum = args
         .checksum
         .as_deref()
@@ -221,6 +228,7 @@ fn pipeline(args: &ModuleArgs, pool: Option<InstancePool>) -> anyhow::Result<Mod
         background: BackgroundCompile::subprocess_from_env(),
         source: Default::default(),
         instance_pool: pool,
+        time_limits,
     })?)
 }
 
@@ -283,8 +291,13 @@ struct Loaded {
     what: String,
 }
 
-fn load(module: &str, args: &ModuleArgs, pool: Option<InstancePool>) -> anyhow::Result<Loaded> {
-    let pipeline = pipeline(args, pool)?;
+fn load(
+    module: &str,
+    args: &ModuleArgs,
+    pool: Option<InstancePool>,
+    time_limits: TimeLimits,
+) -> anyhow::Result<Loaded> {
+    let pipeline = pipeline(args, pool, time_limits)?;
     let location = location(module);
     let ready = pipeline.load(&location, Digests::WithBytes)?;
     let wasm = match ready.wasm {
@@ -328,7 +341,14 @@ fn session(eval: &EvalArgs, kube: &KubeTarget, repeated: bool) -> anyhow::Result
     let request = ValidateRequest::parse(&request_bytes, eval.raw, request_what)?;
     let max_memory_bytes = eval.max_memory_mib * 1024 * 1024;
     let pool = repeated.then(|| InstancePool::for_repeated_runs(max_memory_bytes));
-    let loaded = load(&eval.module, &eval.source, pool)?;
+    let timeout = crate::flight::parse_timeout(&eval.timeout)?;
+    // With no time limit there is nothing to stop the policy at, so its code need not check
+    // for one (about a fifth faster on Rego; kwctl runs policies that way too).
+    let time_limits = match timeout {
+        Some(_) => TimeLimits::Enforceable,
+        None => TimeLimits::Unenforceable,
+    };
+    let loaded = load(&eval.module, &eval.source, pool, time_limits)?;
     let metadata = metadata::read_metadata(&loaded.wasm, &loaded.what)?;
     let policy = Policy::new(&loaded.module.module, metadata, mode, &loaded.what)?;
 
@@ -416,7 +436,7 @@ fn session(eval: &EvalArgs, kube: &KubeTarget, repeated: bool) -> anyhow::Result
         policy: loaded.what.clone(),
     };
     let limits = Limits {
-        timeout: crate::flight::parse_timeout(&eval.timeout)?,
+        timeout,
         max_memory_bytes,
     };
     Ok(Session {
@@ -677,6 +697,7 @@ fn annotate(args: AnnotateArgs) -> anyhow::Result<ExitCode> {
             compilation_cache: None,
         },
         None,
+        TimeLimits::Enforceable,
     )?;
     let ready = pipeline.load_bytes(wasm.clone(), &what)?;
     let annotated = hoist_policy::annotate(&ready.loaded.module, &wasm, metadata, usage, &what)?;
@@ -702,7 +723,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&args.module, &args.source, None)?;
+    let loaded = load(&args.module, &args.source, None, TimeLimits::Enforceable)?;
     let metadata = metadata::read_metadata(&loaded.wasm, &loaded.what)?;
     let kind = metadata::module_kind(loaded.module.module.exports().map(|e| e.name()));
     let mode = metadata::decide_mode(None, metadata.as_ref(), kind, &loaded.what);
@@ -878,6 +899,7 @@ impl GateArgs {
                 compilation_cache: flight.compilation_cache.clone(),
             },
             None,
+            TimeLimits::Enforceable,
         )?;
         let options = gate::GateOptions {
             default_namespace: Some(namespace.to_string()),
