@@ -351,7 +351,7 @@ const BUILTINS: [&str; 15] = [
 /// argument list); `name NUL JSON` calls a builtin by name.
 pub fn opa_bridge(data: &[u8]) {
     use hoist_policy::ExecutionMode;
-    use hoist_policy::fuzzing::interpret;
+    use hoist_policy::fuzzing::{interpret, interpret_bytes};
 
     let (selector, rest) = data.split_first().unwrap_or((&0, &[]));
     let p = parts(rest, 2);
@@ -379,5 +379,16 @@ pub fn opa_bridge(data: &[u8]) {
     );
     let gatekeeper = interpret(ExecutionMode::Gatekeeper, "fuzz-uid", &value);
     assert_eq!(gatekeeper.uid, "fuzz-uid");
+    // Evaluations read the result straight from its bytes: the same answers as from the tree.
+    for (mode, from_tree) in [
+        (ExecutionMode::Opa, &opa),
+        (ExecutionMode::Gatekeeper, &gatekeeper),
+    ] {
+        assert_eq!(
+            &interpret_bytes(mode, "fuzz-uid", json_bytes),
+            from_tree,
+            "{mode:?}: reading the result's bytes disagrees with reading its Value"
+        );
+    }
     let _ = (opa.to_json_line(), gatekeeper.to_json_line());
 }

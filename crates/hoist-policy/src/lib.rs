@@ -94,4 +94,13 @@ pub mod fuzzing {
     ) -> crate::AdmissionResponse {
         crate::opa::interpret(mode, uid, result)
     }
+
+    /// The same from the result's JSON bytes, as evaluations read it (`opa::interpret_bytes`).
+    pub fn interpret_bytes(
+        mode: crate::ExecutionMode,
+        uid: &str,
+        result: &[u8],
+    ) -> crate::AdmissionResponse {
+        crate::opa::interpret_bytes(mode, uid, result)
+    }
 }

@@ -2,7 +2,7 @@
 //! preview 1 linked alongside, as wasmtime-provider does.
 
 use crate::capabilities::HostCapabilities;
-use crate::eval::{EvalError, Limits, classify, guest_memory};
+use crate::eval::{CallDeadline, EvalError, Limits, classify, guest_memory};
 use hoist_runtime::guest::{self, GuestOutput, MemoryLimiter, StderrMode, TeeStderr};
 use std::time::Instant;
 use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
@@ -34,6 +34,7 @@ pub(crate) struct WapcPre {
 pub(crate) struct WapcInstance {
     store: Store<WapcState>,
     guest_call: TypedFunc<(i32, i32), i32>,
+    deadline: CallDeadline,
 }
 
 /// The policy's memory (one instance per store, so the handle found once stays right).
@@ -271,7 +272,8 @@ impl WapcPre {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let deadline = limits.arm(&mut store);
+        let call_deadline = CallDeadline::install(&mut store);
+        let deadline = call_deadline.arm(&mut store, limits);
         store.data_mut().deadline = deadline;
         let instance = self
             .pre
@@ -293,7 +295,11 @@ impl WapcPre {
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
             .map_err(|e| EvalError::Setup(format!("__guest_call has the wrong type: {e:#}")))?;
-        Ok(WapcInstance { store, guest_call })
+        Ok(WapcInstance {
+            store,
+            guest_call,
+            deadline: call_deadline,
+        })
     }
 }
 
@@ -312,7 +318,7 @@ impl WapcInstance {
         state.guest_error = None;
         state.host_response = None;
         state.host_error = None;
-        let deadline = limits.arm(&mut self.store);
+        let deadline = self.deadline.arm(&mut self.store, limits);
         self.store.data_mut().deadline = deadline;
         let result = self.guest_call.call(
             &mut self.store,
