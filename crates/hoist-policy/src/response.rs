@@ -88,9 +88,10 @@ impl ValidateRequest {
         Ok(ValidateRequest::admission_request(value))
     }
 
-    /// A Kubernetes AdmissionRequest (camelCase JSON).
+    /// A Kubernetes AdmissionRequest (camelCase JSON), as Kubewarden hands it to policies (see
+    /// [`kubewarden_request`]).
     pub fn admission_request(value: Value) -> ValidateRequest {
-        ValidateRequest::new(false, value)
+        ValidateRequest::new(false, kubewarden_request(value))
     }
 
     /// A raw document, passed to the policy unchanged.
@@ -133,6 +134,60 @@ impl ValidateRequest {
     pub fn is_raw(&self) -> bool {
         self.raw
     }
+}
+
+/// An AdmissionRequest as Kubewarden passes it to a policy: kwctl and policy-server read it
+/// into a typed struct and write that back, so a policy sees only the fields that struct
+/// knows, in its order, and no `null` optional field. That is visible to policies: in Rego,
+/// `not input.request.oldObject` holds for a CREATE under Kubewarden (the API server's
+/// `"oldObject": null` is dropped) but would not if the null were passed on. Fields are not
+/// type-checked here (kwctl refuses a request it cannot read; hoist passes what it has); an
+/// object that is not a JSON object is returned unchanged.
+pub fn kubewarden_request(value: Value) -> Value {
+    /// Top-level fields, in kwctl's order, and for the typed ones the fields they keep.
+    const FIELDS: [(&str, Option<&[&str]>); 15] = [
+        ("uid", None),
+        ("kind", Some(&["group", "version", "kind"])),
+        ("resource", Some(&["group", "version", "resource"])),
+        ("subResource", None),
+        ("requestKind", Some(&["group", "version", "kind"])),
+        ("requestResource", Some(&["group", "version", "resource"])),
+        ("requestSubResource", None),
+        ("name", None),
+        ("namespace", None),
+        ("operation", None),
+        // k8s-openapi's UserInfo writes its fields in alphabetical order.
+        ("userInfo", Some(&["extra", "groups", "uid", "username"])),
+        ("object", None),
+        ("oldObject", None),
+        ("dryRun", None),
+        ("options", None),
+    ];
+    let Value::Object(mut map) = value else {
+        return value;
+    };
+    let mut out = serde_json::Map::with_capacity(FIELDS.len());
+    for (key, keep) in FIELDS {
+        let Some(field) = map.remove(key) else {
+            continue;
+        };
+        let field = match (field, keep) {
+            (Value::Null, _) => continue,
+            (Value::Object(mut inner), Some(keep)) => Value::Object(
+                keep.iter()
+                    .filter_map(|k| {
+                        inner
+                            .remove(*k)
+                            .filter(|v| !v.is_null())
+                            .map(|v| (k.to_string(), v))
+                    })
+                    .collect(),
+            ),
+            (other, _) => other,
+        };
+        out.insert(key.to_string(), field);
+    }
+    Value::Object(out)
 }
 
 /// The `validate` payload for waPC and WASI policies: `{"request": R, "settings": S}`.
@@ -347,6 +402,35 @@ mod tests {
             serde_json::to_vec(&json!({"request": request.value(), "settings": settings})).unwrap();
         assert_eq!(validation_payload(&request, &settings), expected);
         assert_eq!(json_object(&[]), b"{}");
+    }
+
+    /// Policies see the request kwctl would give them: known fields in kwctl's order, no
+    /// nulls, nothing unknown (checked against kwctl 1.31 with a Rego policy that echoes its
+    /// input); raw documents are untouched.
+    #[test]
+    fn admission_requests_are_read_as_kubewarden_reads_them() {
+        let file = br#"{"options":{"kind":"CreateOptions"},"dryRun":false,"oldObject":null,
+            "object":{"kind":"Service","extra":null},"userInfo":{"username":"admin","uid":null,
+            "groups":["g"],"x":1},"operation":"CREATE","namespace":"default","name":"nginx",
+            "requestSubResource":null,"requestResource":{"group":"","version":"v1",
+            "resource":"services","x":2},"subResource":null,"resource":{"resource":"services",
+            "group":"","version":"v1"},"kind":{"kind":"Service","group":"","version":"v1"},
+            "uid":"u1","unknown":{"a":1}}"#;
+        let r = ValidateRequest::parse(file, false, "r").unwrap();
+        assert_eq!(
+            String::from_utf8(r.json().to_vec()).unwrap(),
+            concat!(
+                r#"{"uid":"u1","kind":{"group":"","version":"v1","kind":"Service"},"#,
+                r#""resource":{"group":"","version":"v1","resource":"services"},"#,
+                r#""requestResource":{"group":"","version":"v1","resource":"services"},"#,
+                r#""name":"nginx","namespace":"default","operation":"CREATE","#,
+                r#""userInfo":{"groups":["g"],"username":"admin"},"#,
+                r#""object":{"kind":"Service","extra":null},"dryRun":false,"#,
+                r#""options":{"kind":"CreateOptions"}}"#
+            )
+        );
+        let raw = ValidateRequest::parse(br#"{"oldObject":null,"b":1}"#, true, "r").unwrap();
+        assert_eq!(raw.json(), br#"{"oldObject":null,"b":1}"#);
     }
 
     #[test]
