@@ -829,11 +829,7 @@ fn interpret_usual(mode: ExecutionMode, uid: &str, bytes: &[u8]) -> Option<Admis
     let entries: Vec<RawObject> = serde_json::from_slice(bytes).ok()?;
     let Some(first) = entries.first() else {
         // No result at all: Gatekeeper's "no violations"; OPA's "cannot interpret".
-        return (mode == ExecutionMode::Gatekeeper).then(|| AdmissionResponse {
-            uid: uid.to_string(),
-            allowed: true,
-            ..Default::default()
-        });
+        return (mode == ExecutionMode::Gatekeeper).then(|| allowed(uid));
     };
     let result = first.get("result")?.get();
     if mode == ExecutionMode::Opa {
@@ -845,11 +841,7 @@ fn interpret_usual(mode: ExecutionMode, uid: &str, bytes: &[u8]) -> Option<Admis
     }
     let violations: Vec<RawObject> = serde_json::from_str(result).ok()?;
     if violations.is_empty() {
-        return Some(AdmissionResponse {
-            uid: uid.to_string(),
-            allowed: true,
-            ..Default::default()
-        });
+        return Some(allowed(uid));
     }
     // As `interpret`: a `msg` that is not a string is left out.
     let message = violations
@@ -857,7 +849,21 @@ fn interpret_usual(mode: ExecutionMode, uid: &str, bytes: &[u8]) -> Option<Admis
         .filter_map(|v| serde_json::from_str::<String>(v.get("msg")?.get()).ok())
         .collect::<Vec<_>>()
         .join(", ");
-    Some(AdmissionResponse {
+    Some(violated(uid, message))
+}
+
+/// Gatekeeper's answer when no constraint is violated (no result, or no violations).
+fn allowed(uid: &str) -> AdmissionResponse {
+    AdmissionResponse {
+        uid: uid.to_string(),
+        allowed: true,
+        ..Default::default()
+    }
+}
+
+/// Gatekeeper's answer to violations: their messages joined, no code (as kwctl).
+fn violated(uid: &str, message: String) -> AdmissionResponse {
+    AdmissionResponse {
         uid: uid.to_string(),
         allowed: false,
         status: Some(AdmissionStatus {
@@ -865,7 +871,7 @@ fn interpret_usual(mode: ExecutionMode, uid: &str, bytes: &[u8]) -> Option<Admis
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }
 }
 
 /// Reads a result set as kwctl does.
@@ -888,11 +894,7 @@ pub(crate) fn interpret(mode: ExecutionMode, uid: &str, result: &Value) -> Admis
     let violations = match first {
         Some(Value::Array(items)) => items,
         None if result.as_array().is_some_and(Vec::is_empty) => {
-            return AdmissionResponse {
-                uid: uid.to_string(),
-                allowed: true,
-                ..Default::default()
-            };
+            return allowed(uid);
         }
         _ => {
             return AdmissionResponse::internal_error(
@@ -904,31 +906,50 @@ pub(crate) fn interpret(mode: ExecutionMode, uid: &str, result: &Value) -> Admis
         }
     };
     if violations.is_empty() {
-        return AdmissionResponse {
-            uid: uid.to_string(),
-            allowed: true,
-            ..Default::default()
-        };
+        return allowed(uid);
     }
     let message = violations
         .iter()
         .filter_map(|v| v.get("msg").and_then(Value::as_str))
         .collect::<Vec<_>>()
         .join(", ");
-    AdmissionResponse {
-        uid: uid.to_string(),
-        allowed: false,
-        status: Some(AdmissionStatus {
-            message: Some(message),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    violated(uid, message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path reads the usual shapes and leaves everything else to the `Value` path,
+    /// so both always answer alike (the fuzz target `opa_bridge` checks this on any JSON).
+    #[test]
+    fn results_read_from_bytes_agree_with_the_value_path() {
+        let results = [
+            r#"[{"result":{"response":{"uid":"x","allowed":false,"status":{"message":"m","code":403}}}}]"#,
+            r#"[{"result":{"response":{"allowed":true},"other":1}},{"result":2}]"#,
+            r#"[]"#,
+            r#"[{"result":[]}]"#,
+            r#"[{"result":[{"msg":"a"},{"msg":7},{"details":{}},{"msg":"b"}]}]"#,
+            r#"[[{"result":[]}]]"#,
+            r#"[{"result":[["msg"]]}]"#,
+            r#"[{"result":{"response":[]}}]"#,
+            r#"[{"result":{"response":{"uid":1}}}]"#,
+            r#"{"result":1}"#,
+        ];
+        for text in results {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for mode in [ExecutionMode::Opa, ExecutionMode::Gatekeeper] {
+                assert_eq!(
+                    interpret_bytes(mode, "u", text.as_bytes()),
+                    interpret(mode, "u", &value),
+                    "{mode:?}: {text}"
+                );
+            }
+        }
+        let r = interpret_bytes(ExecutionMode::Opa, "u", b"[{\"result\"");
+        let message = r.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(message.contains("not JSON"), "{message}");
+    }
 
     #[test]
     fn gatekeeper_results_are_read_strictly() {
