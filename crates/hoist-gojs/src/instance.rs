@@ -3,7 +3,9 @@
 use crate::host::{self, GoExited, GoState, HostFault, OutputCapHit, PendingRead};
 use crate::value::{Callable, HeapCopier, Obj, Value, Values};
 use hoist_runtime::Limit;
-use hoist_runtime::guest::{EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at};
+use hoist_runtime::guest::{
+    EpochTicker, MemoryLimitHit, TimeoutHit, arm_deadline_at, deadline_after,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Extern, Module, Store};
@@ -333,7 +335,7 @@ impl GoInstance {
             options.max_output_bytes,
             options.stream_stderr,
         );
-        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(options.timeout);
         state.deadline = deadline;
         state.defer_stdin = options.defer_stdin;
         let mut store = Store::new(engine, state);
@@ -501,7 +503,7 @@ impl GoInstance {
             // Timers left by the last call are dropped with the rest of its state.
             self.store.data_mut().timers.clear();
         }
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(self.timeout);
         self.store.data_mut().deadline = deadline;
         self._ticker = arm_deadline_at(&mut self.store, deadline);
         if full {

@@ -12,13 +12,11 @@ use crate::response::{
 use crate::wapc::{WapcInstance, WapcPre};
 use crate::wasi::WasiPre;
 use hoist_runtime::guest::{
-    EpochTicker, MemoryLimitHit, NO_EPOCH_DEADLINE, StdoutCapExceeded, TimeoutHit,
+    self, CallDeadline, EpochTicker, MemoryLimitHit, StdoutCapExceeded, TimeoutHit,
 };
 use serde_json::Value;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::{Caller, Extern, Memory, Module, Store, UpdateDeadline};
+use wasmtime::{Caller, Extern, Memory, Module, Store};
 
 /// Per-call limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,75 +37,17 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The deadline of a call starting now; `None` for none (or one too far to represent).
-    fn deadline(&self) -> Option<Instant> {
-        self.timeout.and_then(|t| Instant::now().checked_add(t))
+    /// The deadline of a call starting now (`None` for none).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        guest::deadline_after(self.timeout)
     }
 
-    /// Sets the store's deadline for one call; the evaluator keeps an epoch ticker running.
+    /// Sets the deadline of a fresh store's one call; the evaluator keeps an epoch ticker
+    /// running. Long-lived instances keep a [`CallDeadline`] and re-arm it instead.
     pub(crate) fn arm<T: 'static>(&self, store: &mut Store<T>) -> Option<Instant> {
-        match self.deadline() {
-            Some(deadline) => {
-                store.set_epoch_deadline(1);
-                store.epoch_deadline_callback(move |_| {
-                    if Instant::now() >= deadline {
-                        Err(wasmtime::Error::new(TimeoutHit))
-                    } else {
-                        Ok(UpdateDeadline::Continue(1))
-                    }
-                });
-                Some(deadline)
-            }
-            None => {
-                store.set_epoch_deadline(NO_EPOCH_DEADLINE);
-                None
-            }
-        }
-    }
-}
-
-/// The deadline of a long-lived instance's current call, read by an epoch callback installed
-/// once. Re-arming it per call is an atomic store: [`Limits::arm`] boxes a new callback each
-/// time, an allocation and a free that were a few percent of a small Rego evaluation.
-pub(crate) struct CallDeadline {
-    origin: Instant,
-    /// Nanoseconds after `origin`; `u64::MAX` for none.
-    at: Arc<AtomicU64>,
-}
-
-impl CallDeadline {
-    /// Installs the store's epoch callback; calls are unlimited until [`CallDeadline::arm`].
-    pub(crate) fn install<T: 'static>(store: &mut Store<T>) -> CallDeadline {
-        let origin = Instant::now();
-        let at = Arc::new(AtomicU64::new(u64::MAX));
-        let seen = at.clone();
-        store.epoch_deadline_callback(move |_| {
-            if origin.elapsed().as_nanos() >= u128::from(seen.load(Ordering::Relaxed)) {
-                Err(wasmtime::Error::new(TimeoutHit))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
-        store.set_epoch_deadline(NO_EPOCH_DEADLINE);
-        CallDeadline { origin, at }
-    }
-
-    /// Sets the deadline of a call starting now, as [`Limits::arm`] does.
-    pub(crate) fn arm<T: 'static>(&self, store: &mut Store<T>, limits: &Limits) -> Option<Instant> {
-        match limits.deadline() {
-            Some(deadline) => {
-                let after = deadline.saturating_duration_since(self.origin).as_nanos();
-                self.at
-                    .store(u64::try_from(after).unwrap_or(u64::MAX), Ordering::Relaxed);
-                store.set_epoch_deadline(1);
-                Some(deadline)
-            }
-            None => {
-                self.at.store(u64::MAX, Ordering::Relaxed);
-                store.set_epoch_deadline(NO_EPOCH_DEADLINE);
-                None
-            }
-        }
+        let deadline = self.deadline();
+        CallDeadline::install(store).arm_at(store, deadline);
+        deadline
     }
 }
 

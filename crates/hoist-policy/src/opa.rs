@@ -7,10 +7,10 @@
 
 use crate::builtins;
 use crate::capabilities::{CapabilityRequest, HostCapabilities};
-use crate::eval::{CallDeadline, EvalError, Limits, classify, preview};
+use crate::eval::{EvalError, Limits, classify, preview};
 use crate::metadata::ExecutionMode;
 use crate::response::{AdmissionResponse, AdmissionStatus, ValidateRequest};
-use hoist_runtime::guest::MemoryLimiter;
+use hoist_runtime::guest::{CallDeadline, MemoryLimiter};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -250,7 +250,7 @@ impl RegoPre {
         );
         store.limiter(|s| &mut s.limiter);
         let deadline = CallDeadline::install(&mut store);
-        deadline.arm(&mut store, limits);
+        deadline.arm_at(&mut store, limits.deadline());
         let mut imports = Vec::new();
         let mut memory = None;
         for import in self.module.imports() {
@@ -544,7 +544,7 @@ impl RegoInstance {
         limits: &Limits,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, EvalError> {
-        self.deadline.arm(&mut self.store, limits);
+        self.deadline.arm_at(&mut self.store, limits.deadline());
         self.store.data_mut().error = None;
         let cached = match &self.cached_data {
             Some((bytes, addr, heap)) if bytes.as_slice() == data => Some((*addr, *heap)),

@@ -2,8 +2,8 @@
 //! preview 1 linked alongside, as wasmtime-provider does.
 
 use crate::capabilities::HostCapabilities;
-use crate::eval::{CallDeadline, EvalError, Limits, classify, guest_memory};
-use hoist_runtime::guest::{self, GuestOutput, MemoryLimiter, StderrMode, TeeStderr};
+use crate::eval::{EvalError, Limits, classify, guest_memory};
+use hoist_runtime::guest::{self, CallDeadline, GuestOutput, MemoryLimiter, StderrMode, TeeStderr};
 use std::time::Instant;
 use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -273,7 +273,8 @@ impl WapcPre {
         );
         store.limiter(|s| &mut s.limiter);
         let call_deadline = CallDeadline::install(&mut store);
-        let deadline = call_deadline.arm(&mut store, limits);
+        let deadline = limits.deadline();
+        call_deadline.arm_at(&mut store, deadline);
         store.data_mut().deadline = deadline;
         let instance = self
             .pre
@@ -318,7 +319,8 @@ impl WapcInstance {
         state.guest_error = None;
         state.host_response = None;
         state.host_error = None;
-        let deadline = self.deadline.arm(&mut self.store, limits);
+        let deadline = limits.deadline();
+        self.deadline.arm_at(&mut self.store, deadline);
         self.store.data_mut().deadline = deadline;
         let result = self.guest_call.call(
             &mut self.store,

@@ -4,7 +4,7 @@
 //! the same error markers ([`MemoryLimitHit`], [`TimeoutHit`], [`StdoutCapExceeded`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, UpdateDeadline};
@@ -72,6 +72,13 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The deadline `timeout` from now: `None` for no timeout, and for one too far away for the
+/// clock to represent. A user may ask for any duration, and `Instant + Duration` panics past
+/// the clock's range; such a deadline would never come anyway.
+pub fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 /// Arms a wall-clock deadline `timeout` from now on `store`: the guest traps with
 /// [`TimeoutHit`] once it passes. Keep the returned ticker alive while the guest runs (dropping
 /// it stops the ticking). With `None` the store never times out and no ticker is started.
@@ -79,7 +86,7 @@ pub fn arm_deadline<T: 'static>(
     store: &mut Store<T>,
     timeout: Option<Duration>,
 ) -> Option<EpochTicker> {
-    arm_deadline_at(store, timeout.map(|t| Instant::now() + t))
+    arm_deadline_at(store, deadline_after(timeout))
 }
 
 /// [`arm_deadline`] with an absolute deadline.
@@ -87,21 +94,51 @@ pub fn arm_deadline_at<T: 'static>(
     store: &mut Store<T>,
     deadline: Option<Instant>,
 ) -> Option<EpochTicker> {
-    match deadline {
-        Some(deadline) => {
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(move |_| {
-                if Instant::now() >= deadline {
-                    Err(wasmtime::Error::new(TimeoutHit))
-                } else {
-                    Ok(UpdateDeadline::Continue(1))
-                }
-            });
-            Some(EpochTicker::start(store.engine().clone()))
-        }
-        None => {
-            store.set_epoch_deadline(NO_EPOCH_DEADLINE);
-            None
+    CallDeadline::install(store).arm_at(store, deadline);
+    deadline.map(|_| EpochTicker::start(store.engine().clone()))
+}
+
+/// A store's deadline, read by the epoch callback that [`CallDeadline::install`] sets once, so
+/// that a long-lived instance can move it call by call with an atomic store. Installing a new
+/// callback per call instead boxes a closure each time, an allocation and a free that were a
+/// few percent of a small Rego policy's evaluation. Whoever arms a deadline keeps an
+/// [`EpochTicker`] running.
+pub struct CallDeadline {
+    origin: Instant,
+    /// Nanoseconds after `origin`; `u64::MAX` for none.
+    at: Arc<AtomicU64>,
+}
+
+impl CallDeadline {
+    /// Sets `store`'s epoch callback; calls are unlimited until [`CallDeadline::arm_at`].
+    pub fn install<T: 'static>(store: &mut Store<T>) -> CallDeadline {
+        let origin = Instant::now();
+        let at = Arc::new(AtomicU64::new(u64::MAX));
+        let seen = Arc::clone(&at);
+        store.epoch_deadline_callback(move |_| {
+            if origin.elapsed().as_nanos() >= u128::from(seen.load(Ordering::Relaxed)) {
+                Err(wasmtime::Error::new(TimeoutHit))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        store.set_epoch_deadline(NO_EPOCH_DEADLINE);
+        CallDeadline { origin, at }
+    }
+
+    /// Makes `deadline` the store's deadline (`None`: no limit) from the next call on.
+    pub fn arm_at<T: 'static>(&self, store: &mut Store<T>, deadline: Option<Instant>) {
+        match deadline {
+            Some(deadline) => {
+                let after = deadline.saturating_duration_since(self.origin).as_nanos();
+                self.at
+                    .store(u64::try_from(after).unwrap_or(u64::MAX), Ordering::Relaxed);
+                store.set_epoch_deadline(1);
+            }
+            None => {
+                self.at.store(u64::MAX, Ordering::Relaxed);
+                store.set_epoch_deadline(NO_EPOCH_DEADLINE);
+            }
         }
     }
 }

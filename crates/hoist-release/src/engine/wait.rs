@@ -10,7 +10,8 @@ pub async fn wait_ready(
     poll: Duration,
 ) -> Result<()> {
     let resolved = resolve_stage(conn, stage).await?;
-    let deadline = Instant::now() + timeout;
+    // A wait too long for the clock to represent never ends on time.
+    let deadline = Instant::now().checked_add(timeout);
     let mut pending: Vec<usize> = (0..stage.len()).collect();
     let mut reasons: HashMap<usize, String> = HashMap::new();
     loop {
@@ -52,7 +53,7 @@ pub async fn wait_ready(
         if pending.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             let list: Vec<String> = pending
                 .iter()
                 .map(|i| {
@@ -67,7 +68,9 @@ pub async fn wait_ready(
                 message: format!("not ready after {}: {}", humanize(timeout), list.join(", ")),
             });
         }
-        let sleep = poll.min(deadline.saturating_duration_since(Instant::now()));
+        let sleep = deadline.map_or(poll, |d| {
+            poll.min(d.saturating_duration_since(Instant::now()))
+        });
         tokio::time::sleep(sleep.max(Duration::from_millis(10))).await;
     }
 }
