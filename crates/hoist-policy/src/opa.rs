@@ -9,9 +9,12 @@ use crate::builtins;
 use crate::capabilities::{CapabilityRequest, HostCapabilities};
 use crate::eval::{EvalError, Limits, classify, preview};
 use crate::metadata::ExecutionMode;
-use crate::response::{AdmissionResponse, AdmissionStatus, ValidateRequest};
+use crate::response::{
+    AdmissionResponse, AdmissionStatus, JsonMembers, ValidateRequest, json_object_pieces,
+};
 use hoist_runtime::guest::{CallDeadline, MemoryLimiter};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::{
@@ -94,6 +97,48 @@ fn read_cstr(
     addr: i32,
 ) -> Result<Vec<u8>, String> {
     cstr_at(memory.data(&store), addr).map(<[u8]>::to_vec)
+}
+
+/// The length of the JSON document made of `pieces`, as the ABI's `i32`.
+fn json_len<'p>(pieces: impl Iterator<Item = &'p [u8]>) -> Result<i32, EvalError> {
+    i32::try_from(pieces.map(<[u8]>::len).sum::<usize>())
+        .map_err(|_| EvalError::Protocol("JSON document larger than 2 GiB".into()))
+}
+
+/// Writes the `len` bytes of `pieces` at `addr` in the module's memory, growing it first when
+/// it is too small.
+fn write_json<'p>(
+    memory: &Memory,
+    store: &mut Store<RegoState>,
+    addr: i32,
+    len: i32,
+    pieces: impl Iterator<Item = &'p [u8]>,
+    limits: &Limits,
+) -> Result<(), EvalError> {
+    let (at, len) = (addr as u32 as usize, len as u32 as usize);
+    let outside = || {
+        EvalError::Protocol(format!(
+            "the Rego module's heap ({len} bytes at {at}) is outside its memory"
+        ))
+    };
+    let end = at.checked_add(len).ok_or_else(outside)?;
+    let size = memory.data_size(&*store);
+    if end > size {
+        let pages = (end - size).div_ceil(65536) as u64;
+        memory
+            .grow(&mut *store, pages)
+            .map_err(|e| classify(e, limits, "growing the Rego module's memory"))?;
+    }
+    let mut dst = memory
+        .data_mut(&mut *store)
+        .get_mut(at..end)
+        .ok_or_else(outside)?;
+    for piece in pieces {
+        let (head, tail) = dst.split_at_mut_checked(piece.len()).ok_or_else(outside)?;
+        head.copy_from_slice(piece);
+        dst = tail;
+    }
+    Ok(())
 }
 
 /// `value[key]`, making `value` an object first when it is not one (serde_json's `IndexMut`
@@ -480,47 +525,20 @@ impl RegoInstance {
         })
     }
 
-    fn ensure_memory(&mut self, end: usize, limits: &Limits) -> Result<(), EvalError> {
-        let size = self.memory.data_size(&self.store);
-        if end > size {
-            let pages = (end - size).div_ceil(65536) as u64;
-            self.memory
-                .grow(&mut self.store, pages)
-                .map_err(|e| classify(e, limits, "growing the Rego module's memory"))?;
-        }
-        Ok(())
-    }
-
-    /// Copies `bytes` to `at` in the module's memory, growing it when needed.
-    fn write_at(&mut self, at: usize, pieces: &[&[u8]], limits: &Limits) -> Result<(), EvalError> {
-        let len: usize = pieces.iter().map(|p| p.len()).sum();
-        self.ensure_memory(at + len, limits)?;
-        let Some(mut dst) = self.memory.data_mut(&mut self.store).get_mut(at..at + len) else {
-            return Err(EvalError::Protocol(
-                "the Rego heap is outside its memory".into(),
-            ));
-        };
-        for piece in pieces {
-            let (head, tail) = dst.split_at_mut(piece.len());
-            head.copy_from_slice(piece);
-            dst = tail;
-        }
-        Ok(())
-    }
-
     /// Copies JSON (the concatenation of `pieces`) into the module and parses it there; the
     /// value's address.
-    fn load_json(&mut self, pieces: &[&[u8]], limits: &Limits) -> Result<i32, EvalError> {
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
-        let len = i32::try_from(total)
-            .map_err(|_| EvalError::Protocol("JSON document larger than 2 GiB".into()))?;
+    fn load_json<'p>(
+        &mut self,
+        pieces: impl Iterator<Item = &'p [u8]> + Clone,
+        limits: &Limits,
+    ) -> Result<i32, EvalError> {
+        let len = json_len(pieces.clone())?;
         let addr = self
             .exports
             .malloc
             .call(&mut self.store, len)
             .map_err(|e| classify(e, limits, "opa_malloc"))?;
-        self.write_at(addr as u32 as usize, pieces, limits)
-            .map_err(|_| EvalError::Protocol("opa_malloc returned memory out of bounds".into()))?;
+        write_json(&self.memory, &mut self.store, addr, len, pieces, limits)?;
         let value = self
             .exports
             .json_parse
@@ -534,12 +552,12 @@ impl RegoInstance {
         Ok(value)
     }
 
-    /// Evaluates entrypoint 0 with `input` (the concatenation of its pieces, JSON) and
+    /// Evaluates entrypoint 0 with `input` (the JSON object of these serialised members) and
     /// `data`; `read` gets the result set's JSON where the module wrote it, so it is parsed
     /// without a copy.
     pub(crate) fn evaluate<R>(
         &mut self,
-        input: &[&[u8]],
+        input: &JsonMembers,
         data: &[u8],
         limits: &Limits,
         read: impl FnOnce(&[u8]) -> R,
@@ -558,7 +576,7 @@ impl RegoInstance {
                 if let Err(e) = self.exports.heap_set.call(&mut self.store, base) {
                     return Err(self.fail(e, limits, "opa_heap_ptr_set"));
                 }
-                let addr = self.load_json(&[data], limits)?;
+                let addr = self.load_json(std::iter::once(data), limits)?;
                 let heap = match self.exports.heap_get.call(&mut self.store, ()) {
                     Ok(h) => h,
                     Err(e) => return Err(self.fail(e, limits, "opa_heap_ptr_get")),
@@ -567,52 +585,54 @@ impl RegoInstance {
                 (addr, heap)
             }
         };
-        let result_ptr = if self.exports.opa_eval.is_some() && !self.force_classic {
-            // `opa_eval` takes the heap pointer as an argument and resets the heap itself, so
-            // the input is written right after `data` and no `opa_heap_ptr_set` call is needed.
-            self.write_at(heap_after_data as u32 as usize, input, limits)?;
-            let len: usize = input.iter().map(|p| p.len()).sum();
-            let len = i32::try_from(len)
-                .map_err(|_| EvalError::Protocol("JSON document larger than 2 GiB".into()))?;
-            let args = (
-                0,
-                0,
-                data_addr,
-                heap_after_data,
-                len,
-                heap_after_data + len,
-                0,
-            );
-            let store = &mut self.store;
-            let called = self.exports.opa_eval.as_ref().map(|f| f.call(store, args));
-            match called {
-                Some(Ok(ptr)) => ptr,
-                Some(Err(e)) => {
-                    return Err(self.fail(e, limits, "evaluating the policy (opa_eval)"));
+        let input = json_object_pieces(input);
+        let result_ptr =
+            if let (Some(opa_eval), false) = (&self.exports.opa_eval, self.force_classic) {
+                // `opa_eval` takes the heap pointer as an argument and resets the heap itself, so
+                // the input is written right after `data` and no `opa_heap_ptr_set` call is needed.
+                let len = json_len(input.clone())?;
+                write_json(
+                    &self.memory,
+                    &mut self.store,
+                    heap_after_data,
+                    len,
+                    input,
+                    limits,
+                )?;
+                let args = (
+                    0,
+                    0,
+                    data_addr,
+                    heap_after_data,
+                    len,
+                    heap_after_data + len,
+                    0,
+                );
+                match opa_eval.call(&mut self.store, args) {
+                    Ok(ptr) => ptr,
+                    Err(e) => return Err(self.fail(e, limits, "evaluating the policy (opa_eval)")),
                 }
-                None => return Err(EvalError::Setup("the module exports no opa_eval".into())),
-            }
-        } else {
-            if let Err(e) = self.exports.heap_set.call(&mut self.store, heap_after_data) {
-                return Err(self.fail(e, limits, "opa_heap_ptr_set"));
-            }
-            let input_addr = self.load_json(input, limits)?;
-            let e = &self.exports;
-            let store = &mut self.store;
-            let mut run = || -> wasmtime::Result<i32> {
-                let ctx = e.ctx_new.call(&mut *store, ())?;
-                e.ctx_set_input.call(&mut *store, (ctx, input_addr))?;
-                e.ctx_set_data.call(&mut *store, (ctx, data_addr))?;
-                e.ctx_set_entrypoint.call(&mut *store, (ctx, 0))?;
-                e.eval.call(&mut *store, ctx)?;
-                let result = e.ctx_get_result.call(&mut *store, ctx)?;
-                e.json_dump.call(&mut *store, result)
+            } else {
+                if let Err(e) = self.exports.heap_set.call(&mut self.store, heap_after_data) {
+                    return Err(self.fail(e, limits, "opa_heap_ptr_set"));
+                }
+                let input_addr = self.load_json(input, limits)?;
+                let e = &self.exports;
+                let store = &mut self.store;
+                let mut run = || -> wasmtime::Result<i32> {
+                    let ctx = e.ctx_new.call(&mut *store, ())?;
+                    e.ctx_set_input.call(&mut *store, (ctx, input_addr))?;
+                    e.ctx_set_data.call(&mut *store, (ctx, data_addr))?;
+                    e.ctx_set_entrypoint.call(&mut *store, (ctx, 0))?;
+                    e.eval.call(&mut *store, ctx)?;
+                    let result = e.ctx_get_result.call(&mut *store, ctx)?;
+                    e.json_dump.call(&mut *store, result)
+                };
+                match run() {
+                    Ok(ptr) => ptr,
+                    Err(e) => return Err(self.fail(e, limits, "evaluating the policy (eval)")),
+                }
             };
-            match run() {
-                Ok(ptr) => ptr,
-                Err(e) => return Err(self.fail(e, limits, "evaluating the policy (eval)")),
-            }
-        };
         let memory = self.memory.data(&self.store);
         let bytes = cstr_at(memory, result_ptr).map_err(EvalError::Protocol)?;
         Ok(read(bytes))
@@ -758,14 +778,15 @@ pub(crate) fn validate(
         }
     };
     let settings_bytes = instance.settings_bytes(mode, settings);
-    // Pieces of the input document, built around the request's JSON (written once when it
-    // was read) and the settings' (written once per session): cloning the request into a
-    // `json!` tree first cost as much as the policy's own evaluation of a small request, and
+    // The input document's members, already serialised: the request's JSON (written once when
+    // it was read) and the settings' (once per session). Cloning the request into a `json!`
+    // tree first cost as much as the policy's own evaluation of a small request, and
     // serialising it again per evaluation was still 8% of one.
     let review = request.json();
-    let (input, data): ([&[u8]; 5], Vec<u8>) = if mode == ExecutionMode::Opa {
+    let (opa_input, gatekeeper_input);
+    let (input, data): (&JsonMembers, Cow<[u8]>) = if mode == ExecutionMode::Opa {
         let data = match context {
-            None => settings_bytes.to_vec(),
+            None => Cow::Borrowed(&settings_bytes[..]),
             Some(ctx) => {
                 let mut data = settings.as_object().cloned().unwrap_or_default();
                 if data.insert("kubernetes".into(), ctx).is_some() {
@@ -773,27 +794,20 @@ pub(crate) fn validate(
                         "the policy's setting `kubernetes` was replaced by the Kubernetes context"
                     );
                 }
-                serde_json::to_vec(&data).unwrap_or_default()
+                Cow::Owned(serde_json::to_vec(&data).unwrap_or_default())
             }
         };
-        ([b"{\"request\":", review, b"}", b"", b""], data)
+        opa_input = [("request", review)];
+        (&opa_input, data)
     } else {
         let data = match context {
-            Some(ctx) => serde_json::to_vec(&ctx).unwrap_or_default(),
-            None => b"{}".to_vec(),
+            Some(ctx) => Cow::Owned(serde_json::to_vec(&ctx).unwrap_or_default()),
+            None => Cow::Borrowed(&b"{}"[..]),
         };
-        (
-            [
-                b"{\"parameters\":",
-                &settings_bytes,
-                b",\"review\":",
-                review,
-                b"}",
-            ],
-            data,
-        )
+        gatekeeper_input = [("parameters", &settings_bytes[..]), ("review", review)];
+        (&gatekeeper_input, data)
     };
-    match instance.evaluate(&input, &data, limits, |bytes| {
+    match instance.evaluate(input, &data, limits, |bytes| {
         interpret_bytes(mode, &uid, bytes)
     }) {
         Ok(response) => response,

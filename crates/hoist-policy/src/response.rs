@@ -201,28 +201,31 @@ pub fn validation_payload(request: &ValidateRequest, settings: &Value) -> Vec<u8
     ])
 }
 
+/// The members of a JSON object, in order: each key and its value's JSON.
+pub(crate) type JsonMembers<'a> = [(&'a str, &'a [u8])];
+
 /// A JSON object of already-serialised members, in order: the bytes `serde_json::to_vec` writes
 /// for a struct with these fields, without writing the members' trees again.
-pub(crate) fn json_object(members: &[(&str, &[u8])]) -> Vec<u8> {
-    let len = members
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 4)
-        .sum::<usize>()
-        + 2;
-    let mut out = Vec::with_capacity(len);
-    out.push(b'{');
-    for (i, (key, value)) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Keys are fixed identifiers here, so they need no escaping.
-        out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        out.extend_from_slice(value);
-    }
-    out.push(b'}');
+pub(crate) fn json_object(members: &JsonMembers) -> Vec<u8> {
+    let pieces = json_object_pieces(members);
+    let mut out = Vec::with_capacity(pieces.clone().map(<[u8]>::len).sum());
+    pieces.for_each(|piece| out.extend_from_slice(piece));
     out
+}
+
+/// The pieces whose concatenation is [`json_object`]'s bytes, for writers that copy them
+/// straight to their destination (a Rego module's memory) rather than into a new buffer.
+pub(crate) fn json_object_pieces<'a>(
+    members: &'a JsonMembers<'a>,
+) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+    let body = members.iter().enumerate().flat_map(|(i, (key, value))| {
+        // Keys are fixed identifiers here, so they need no escaping.
+        let open: &[u8] = if i == 0 { b"\"" } else { b",\"" };
+        [open, key.as_bytes(), b"\":", *value]
+    });
+    std::iter::once(&b"{"[..])
+        .chain(body)
+        .chain(std::iter::once(&b"}"[..]))
 }
 
 /// What a waPC or WASI policy answers to `validate` (snake_case).
