@@ -395,6 +395,19 @@ pub fn fd_read_into(
 mod tests {
     use super::*;
 
+    /// A user may give any timeout: one past the clock's range is no limit, not a panic.
+    #[test]
+    fn timeouts_past_the_clock_are_no_limit() {
+        assert_eq!(deadline_after(Some(Duration::MAX)), None);
+        assert_eq!(deadline_after(None), None);
+        assert!(deadline_after(Some(Duration::from_secs(1))).is_some());
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let mut store = Store::new(&engine, ());
+        assert!(arm_deadline(&mut store, Some(Duration::MAX)).is_none());
+    }
+
     fn iovec(memory: &mut [u8], at: usize, ptr: u32, len: u32) {
         memory[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
         memory[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
