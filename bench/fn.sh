@@ -7,7 +7,8 @@
 # 2. `hoist fn render` of a 20-package tree (a root and 19 subpackages, 5 resources each) with
 #    a 3-function pipeline (set-namespace, set-annotations js/wasm, set-annotations wasip1),
 #    warm: once with the pipeline on the root only (3 function runs over 100 resources), once
-#    with the pipeline in every package (60 function runs, depth-first), and that again with
+#    with the pipeline in every package (60 function runs, depth-first; sibling subpackages
+#    at once, hoist's default), that with `--jobs 1` (one package at a time, as kpt), and with
 #    snapshots on (HOIST_GOJS_SNAPSHOT=1: js/wasm post-main and first-read-of-stdin snapshots,
 #    wasip1 resume points; off by default) to show what they change.
 #    Warm rows run optimised (Cranelift) code, what a user's cache holds once the background
@@ -143,14 +144,15 @@ printf '{"ghcr.io/kptdev/krm-functions-catalog/set-namespace": "%s", "ghcr.io/kp
 # render_row NAME MODE: mean/min wall time and peak RSS of `hoist fn render` on a fresh copy.
 render_row() {
   python3 - "$RUNS" "$1" "$tree/$2" "$out/work" "$HOIST_BIN" <<'PY'
-import resource, shutil, subprocess, sys, time
+import os, resource, shutil, subprocess, sys, time
 runs, name, src, work, hoist = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+jobs = ["--jobs", os.environ["RENDER_JOBS"]] if os.environ.get("RENDER_JOBS") else []
 times, rss = [], 0
 for _ in range(runs):
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work)
     t = time.perf_counter()
-    p = subprocess.run([hoist, "fn", "render", work], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.run([hoist, "fn", "render", work, *jobs], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     times.append(time.perf_counter() - t)
     if p.returncode != 0:
         sys.exit(f"{name}: render failed: {p.stderr.decode()[-2000:]}")
@@ -164,6 +166,8 @@ render_row "warm-up" root >/dev/null
 log "hoist fn render x$RUNS"
 root_row=$(render_row "pipeline on the root (3 runs, 100 resources)" root)
 every_row=$(render_row "pipeline in all 20 packages (60 runs)" every)
+# One package at a time, as kpt renders (the default hydrates sibling subpackages at once).
+serial_row=$(RENDER_JOBS=1 render_row "pipeline in all 20 packages, --jobs 1" every)
 # The same with snapshots (later calls restore Go's state instead of starting it).
 snap_row=$(HOIST_GOJS_SNAPSHOT=1 render_row "pipeline in all 20 packages, HOIST_GOJS_SNAPSHOT=1" every)
 echo
@@ -171,7 +175,7 @@ echo "fn render of a 20-package tree, 3-function pipeline, warm cache; $RUNS run
 echo
 echo "| tree | mean s | min s | peak RSS MiB |"
 echo "|---|---:|---:|---:|"
-for row in "$root_row" "$every_row" "$snap_row"; do
+for row in "$root_row" "$every_row" "$serial_row" "$snap_row"; do
   IFS=$'\t' read -r name mean min rss <<<"$row"
   echo "| $name | $mean | $min | $rss |"
 done

@@ -1239,3 +1239,140 @@ fn js_function_snapshots_give_the_same_render_as_fresh_starts() {
         strip_status(&results_fresh.join("results.yaml"))
     );
 }
+
+/// Every file under `dir` (relative path -> bytes).
+fn tree_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// kpt's console output without the run times and the results path, which differ from run
+/// to run.
+fn without_times(err: &str) -> String {
+    err.lines()
+        .map(|l| match l.rfind(" in ") {
+            _ if l.starts_with("For complete results, see ") => "For complete results, see ...",
+            Some(at) if l.starts_with('[') && l.ends_with('s') => l.get(..at).unwrap_or(l),
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `fn render --jobs N` hydrates sibling subpackages at once; the files, the console output
+/// and results.yaml are byte-identical to one package at a time (kpt's way), on success and
+/// when a sibling's function fails with kpt.dev/save-on-render-failure (the partial output
+/// is kpt's: the siblings after the failing one count as never run, their files untouched).
+#[test]
+fn sibling_subpackages_render_at_once_with_kpts_output() {
+    let Some(dir) = functions() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let map = image_map(tmp.path(), &dir);
+    let kptfile = |name: &str, annotations: &str, mutators: &str| {
+        format!(
+            "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: {name}\n{annotations}pipeline:\n  mutators:\n{mutators}"
+        )
+    };
+    let annotate = |name: &str| {
+        format!("    - image: set-annotations:v0.1.4\n      configMap:\n        last: {name}\n")
+    };
+    // set-namespace refuses a configMap without `namespace`.
+    let failing = "    - image: set-namespace:v0.4.1\n      configMap:\n        other: x\n";
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+    };
+    for (case, fail, save) in [("ok", false, false), ("save", true, true)] {
+        let mut renders = Vec::new();
+        for jobs in ["1", "4"] {
+            let pkg = tmp.path().join(format!("{case}-{jobs}")).join("pkg");
+            let root_annotations = if save {
+                "  annotations:\n    kpt.dev/save-on-render-failure: \"true\"\n"
+            } else {
+                ""
+            };
+            let b_mutators = if fail {
+                format!("{}{failing}", annotate("b"))
+            } else {
+                annotate("b")
+            };
+            write_files(
+                &pkg,
+                &[
+                    (
+                        "Kptfile",
+                        &kptfile("pkg", root_annotations, &annotate("pkg")),
+                    ),
+                    ("cm.yaml", &cm("root")),
+                    ("a/Kptfile", &kptfile("a", "", &annotate("a"))),
+                    ("a/cm.yaml", &cm("a")),
+                    ("a/c/Kptfile", &kptfile("c", "", &annotate("c"))),
+                    ("a/c/cm.yaml", &cm("c")),
+                    ("b/Kptfile", &kptfile("b", "", &b_mutators)),
+                    ("b/cm.yaml", &cm("b")),
+                    ("d/Kptfile", &kptfile("d", "", &annotate("d"))),
+                    ("d/cm.yaml", &cm("d")),
+                    ("e/Kptfile", &kptfile("e", "", &annotate("e"))),
+                    ("e/cm.yaml", &cm("e")),
+                ],
+            );
+            let before = tree_files(&pkg);
+            let results = pkg.parent().unwrap().join("results");
+            let out = render_with_map(
+                &map,
+                &pkg,
+                &["--jobs", jobs, "--results-dir", results.to_str().unwrap()],
+            );
+            let err = stderr(&out);
+            assert_eq!(out.status.success(), !fail, "{case} --jobs {jobs}: {err}");
+            let after = tree_files(&pkg);
+            let changed: Vec<String> = after
+                .keys()
+                .filter(|rel| before.get(*rel) != after.get(*rel))
+                .cloned()
+                .collect();
+            let results = std::fs::read_to_string(results.join("results.yaml")).unwrap();
+            match case {
+                "ok" => assert!(
+                    err.contains("Successfully executed 6 function(s) in 6 package(s)."),
+                    "{err}"
+                ),
+                // a, a/c and b (its first mutator) rendered; d and e never ran.
+                _ => {
+                    for rel in ["d/cm.yaml", "d/Kptfile", "e/cm.yaml", "e/Kptfile"] {
+                        assert_eq!(before.get(rel), after.get(rel), "{rel}: {err}");
+                    }
+                    assert_eq!(
+                        read_docs(&pkg.join("b/cm.yaml"))[0]["metadata"]["annotations"]["last"],
+                        "b"
+                    );
+                    assert_eq!(
+                        read_docs(&pkg.join("a/c/cm.yaml"))[0]["metadata"]["annotations"]["last"],
+                        "a"
+                    );
+                }
+            }
+            renders.push((after, without_times(&err), results, changed.len()));
+        }
+        let (one, many) = (&renders[0], &renders[1]);
+        assert_eq!(one.0, many.0, "{case}: the files differ");
+        assert_eq!(one.1, many.1, "{case}: the console output differs");
+        assert_eq!(one.2, many.2, "{case}: results.yaml differs");
+        assert_eq!(one.3, many.3);
+    }
+}

@@ -57,6 +57,9 @@ pub struct Runner {
     pub mirrors: crate::images::Mirrors,
     /// Resume points of the Go wasip1 functions run so far, per module.
     pub go_resume: GoResumeCaches,
+    /// Sibling subpackages `fn render` hydrates at once; 1 renders one package at a time, as
+    /// kpt does. Output, results and partial output on failure are kpt's either way.
+    pub jobs: usize,
 }
 
 /// Failures of one function step.
@@ -669,6 +672,7 @@ pub enum RenderError {
 }
 
 /// Everything a render produced.
+#[derive(Default)]
 pub struct Rendered {
     /// The hydrated items (paths relative to the root).
     pub items: Vec<Value>,
@@ -689,12 +693,7 @@ pub fn render(
     out: &mut dyn Write,
     print: PrintOptions,
 ) -> (Result<(), RenderError>, Rendered) {
-    let mut st = Rendered {
-        items: Vec::new(),
-        originals: Originals::default(),
-        records: Vec::new(),
-        packages: 0,
-    };
+    let mut st = Rendered::default();
     if !root.join(package::KPTFILE).is_file() {
         return (Err(RenderError::NoKptfile(root.to_path_buf())), st);
     }
@@ -710,7 +709,14 @@ pub fn render(
     let r = if bfs {
         hydrate_bfs(runner, root, &root_name, &mut st, out, print)
     } else {
-        hydrate(runner, root, "", &root_name, &mut st, out, print)
+        // Native `exec` functions may have effects beyond their output, so a tree with any
+        // renders one package at a time, in kpt's order; Wasm functions have none.
+        let jobs = if runner.jobs > 1 && (!runner.allow_exec || !tree_has_exec(root)) {
+            runner.jobs
+        } else {
+            1
+        };
+        hydrate(runner, root, "", &root_name, &mut st, out, print, jobs)
     };
     match r {
         Ok(items) => {
@@ -721,6 +727,7 @@ pub fn render(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn hydrate(
     runner: &Runner,
     root: &Path,
@@ -729,6 +736,7 @@ fn hydrate(
     st: &mut Rendered,
     out: &mut dyn Write,
     print: PrintOptions,
+    jobs: usize,
 ) -> Result<Vec<Value>, RenderError> {
     let dir = if rel.is_empty() {
         root.to_path_buf()
@@ -752,18 +760,35 @@ fn hydrate(
         .find(|i| rl::annotation(i, rl::PATH) == Some(kptfile_path.as_str()))
         .cloned()
         .unwrap_or(Value::Null);
-    for sub in package::direct_subpackages(&dir)? {
-        let sub_rel = format!("{prefix}{sub}");
-        match hydrate(runner, root, &sub_rel, root_name, st, out, print) {
-            Ok(sub_items) => items.extend(sub_items),
-            Err(e) => {
-                // Partial output for `kpt.dev/save-on-render-failure`: this package's files
-                // as read, the subpackages done so far, and what the failing one had.
-                items.append(&mut st.items);
-                st.items = items;
-                return Err(e);
-            }
-        }
+    let subpackages: Vec<String> = package::direct_subpackages(&dir)?
+        .into_iter()
+        .map(|sub| format!("{prefix}{sub}"))
+        .collect();
+    let done = if jobs > 1 && subpackages.len() > 1 {
+        hydrate_siblings(
+            runner,
+            root,
+            &subpackages,
+            root_name,
+            st,
+            out,
+            print,
+            jobs,
+            &mut items,
+        )
+    } else {
+        subpackages.iter().try_for_each(|sub_rel| {
+            let sub_items = hydrate(runner, root, sub_rel, root_name, st, out, print, jobs)?;
+            items.extend(sub_items);
+            Ok(())
+        })
+    };
+    if let Err(e) = done {
+        // Partial output for `kpt.dev/save-on-render-failure`: this package's files as
+        // read, the subpackages done so far, and what the failing one had.
+        items.append(&mut st.items);
+        st.items = items;
+        return Err(e);
     }
     st.packages += 1;
     match run_pipeline(
@@ -774,6 +799,114 @@ fn hydrate(
             st.items = items;
             Err(e)
         }
+    }
+}
+
+/// One subpackage hydrated on a worker thread: what `hydrate` returned, its own record of
+/// the run, and its console output, held back until the subpackages before it are printed.
+type SiblingRender = (Result<Vec<Value>, RenderError>, Rendered, Vec<u8>);
+
+/// Hydrates sibling subpackages (`rels`, in kpt's order) on up to `jobs` threads, each
+/// subtree one package at a time, and merges them in kpt's order: the same items, records
+/// and console output as hydrating them one after another. Siblings are independent: each
+/// pipeline sees only its own package and the packages below it. On a failure, the
+/// subpackages after the failing one are dropped (and not started once it is known), as if
+/// they had never run; `st.items` then holds the failing one's partial output. Their items
+/// are appended to `items`.
+#[allow(clippy::too_many_arguments)]
+fn hydrate_siblings(
+    runner: &Runner,
+    root: &Path,
+    rels: &[String],
+    root_name: &str,
+    st: &mut Rendered,
+    out: &mut dyn Write,
+    print: PrintOptions,
+    jobs: usize,
+    items: &mut Vec<Value>,
+) -> Result<(), RenderError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let first_failure = AtomicUsize::new(usize::MAX);
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::channel::<(usize, SiblingRender)>();
+        for _ in 0..jobs.min(rels.len()) {
+            let sender = sender.clone();
+            let (next, first_failure) = (&next, &first_failure);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(rel) = rels.get(i) else { break };
+                    if i > first_failure.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut sub_st = Rendered::default();
+                    let mut console = Vec::new();
+                    let result = hydrate(
+                        runner,
+                        root,
+                        rel,
+                        root_name,
+                        &mut sub_st,
+                        &mut console,
+                        print,
+                        1,
+                    );
+                    if result.is_err() {
+                        first_failure.fetch_min(i, Ordering::SeqCst);
+                    }
+                    if sender.send((i, (result, sub_st, console))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut finished: BTreeMap<usize, SiblingRender> = BTreeMap::new();
+        let mut merged = 0usize;
+        for (i, sibling) in receiver {
+            finished.insert(i, sibling);
+            while let Some((result, mut sub_st, console)) = finished.remove(&merged) {
+                merged += 1;
+                let _ = out.write_all(&console);
+                st.records.append(&mut sub_st.records);
+                st.originals.files.append(&mut sub_st.originals.files);
+                st.originals.texts.append(&mut sub_st.originals.texts);
+                st.packages += sub_st.packages;
+                match result {
+                    Ok(sub_items) => items.extend(sub_items),
+                    Err(e) => {
+                        st.items = std::mem::take(&mut sub_st.items);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Whether any package of the tree at `root` has an `exec` function, or a Kptfile that
+/// cannot be read (the render reports it, one package at a time).
+fn tree_has_exec(root: &Path) -> bool {
+    let pipeline = std::fs::read_to_string(root.join(package::KPTFILE))
+        .ok()
+        .and_then(|text| crate::yaml::parse_one(&text).ok())
+        .and_then(|kptfile| Pipeline::from_kptfile(&kptfile).ok());
+    let Some(pipeline) = pipeline else {
+        return true;
+    };
+    if pipeline
+        .mutators
+        .iter()
+        .chain(&pipeline.validators)
+        .any(|spec| spec.exec.is_some())
+    {
+        return true;
+    }
+    match package::direct_subpackages(root) {
+        Ok(subs) => subs.iter().any(|sub| tree_has_exec(&root.join(sub))),
+        Err(_) => true,
     }
 }
 
@@ -1130,6 +1263,7 @@ mod tests {
             .collect(),
             allow_exec: false,
             go_resume: Default::default(),
+            jobs: 1,
             mirrors: {
                 let mut m = crate::images::Mirrors::default();
                 m.extend_from_env_value("ghcr.io=http://127.0.0.1:5000")

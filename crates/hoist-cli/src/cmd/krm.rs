@@ -196,6 +196,11 @@ struct RenderArgs {
     pkg: PathBuf,
     #[command(flatten)]
     module: ModuleFlags,
+    /// Sibling subpackages rendered at once; the output, results and files are kpt's either
+    /// way (1: one package at a time, as kpt; a tree with exec functions always renders so)
+    /// [default: the number of CPUs, at most 8]
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Admission policies the rendered resources must pass before anything is written.
     #[command(flatten)]
     gate: crate::cmd::policy::GateArgs,
@@ -449,6 +454,7 @@ fn runner(flags: &ModuleFlags) -> anyhow::Result<Runner> {
         allow_exec: flags.allow_exec,
         mirrors: hoist_krm::images::Mirrors::from_env()?,
         go_resume: Default::default(),
+        jobs: 1,
     })
 }
 
@@ -763,14 +769,22 @@ fn write_output(
 }
 
 fn render(a: RenderArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
-    let runner = runner(&a.module)?;
+    let mut runner = runner(&a.module)?;
+    runner.jobs = match a.jobs {
+        Some(0) => anyhow::bail!("--jobs must be at least 1"),
+        Some(n) => n,
+        // Each running function holds its own instance (tens to hundreds of MiB for a Go
+        // one), so the default stops at 8 however many CPUs there are.
+        None => std::thread::available_parallelism().map_or(1, |n| usize::from(n).min(8)),
+    };
     // Policies load (and their settings are checked) before any function runs.
     let gate = load_gate(&a.gate, &a.module)?;
     let print = PrintOptions {
         truncate: a.module.truncate_output,
     };
-    let stderr = std::io::stderr();
-    let mut err = stderr.lock();
+    // Not locked for the whole render: functions run on worker threads, and their logs
+    // (tracing, to stderr) would wait for the lock forever.
+    let mut err = std::io::stderr();
     let (result, mut rendered) = engine::render(&runner, &a.pkg, &mut err, print);
     let code = i32::from(result.is_err());
     if let Some(dir) = &a.module.results_dir {
@@ -778,7 +792,6 @@ fn render(a: RenderArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("could not write results to {}", dir.display()))?;
         let _ = writeln!(err, "For complete results, see {}", path.display());
     }
-    drop(err);
     let output = Output::parse(a.module.output.as_deref());
     // The gate sees the rendered resources before anything is written; a rejection writes
     // nothing at all (not even the Kptfile status) and exits non-zero.
