@@ -1200,7 +1200,16 @@ fn js_function_snapshots_give_the_same_render_as_fresh_starts() {
             .env("HOIST_FN_IMAGE_MAP", &map)
             .env("HOIST_GOJS_SNAPSHOT", snapshot)
             .env("HOIST_LOG", "hoist_krm=debug")
-            .args(["fn", "render", pkg.to_str().unwrap(), "--results-dir"])
+            // One package at a time: the counts below are of calls in order (siblings
+            // rendered at once could both find the module not yet snapshotted).
+            .args([
+                "fn",
+                "render",
+                pkg.to_str().unwrap(),
+                "--jobs",
+                "1",
+                "--results-dir",
+            ])
             .arg(results)
             .output()
             .unwrap()
