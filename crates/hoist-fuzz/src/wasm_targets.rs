@@ -166,12 +166,12 @@ fn same(a: &hoist_gojs::Value, b: &hoist_gojs::Value) -> bool {
 /// The gojs value table (NaN-boxed refs, ids, refcounts) driven by a program of operations as
 /// a Go program drives it: a stored value loads back as itself while Go holds a reference,
 /// ids are never confused, and any ref Go invents decodes to a value or a `BadRef`, never a
-/// panic. Object property and index operations run on arbitrary names and indexes. Arrays
-/// metered against a small JS heap limit never hold more than it, and give back every byte
-/// once they are gone.
+/// panic. Object property and index operations run on arbitrary names and indexes. Arrays,
+/// strings and property names metered against a small JS heap limit never hold more than it,
+/// and give back every byte once they are gone.
 pub fn gojs_values(data: &[u8]) {
     use hoist_gojs::Value as V;
-    use hoist_gojs::value::{HeapMeter, Obj, ObjKind, Values, number_to_string};
+    use hoist_gojs::value::{HeapMeter, JsStr, Obj, ObjKind, Values, number_to_string};
 
     let meter = HeapMeter::new(1 << 20);
     let metered_bytes = Obj::try_metered(&meter, 3, || ObjKind::Bytes(vec![4, 5, 6]))
@@ -253,10 +253,17 @@ pub fn gojs_values(data: &[u8]) {
             }
             4 => {
                 let Some(len) = take(1) else { break };
-                let Some(s) = take(usize::from(len.first().copied().unwrap_or(0) % 32)) else {
+                let len = len.first().copied().unwrap_or(0);
+                let Some(s) = take(usize::from(len % 32)) else {
                     break;
                 };
-                pool.push(V::string(&String::from_utf8_lossy(&s)));
+                let s = String::from_utf8_lossy(&s);
+                if len & 0x80 == 0 {
+                    pool.push(V::string(&s));
+                } else if let Ok(s) = JsStr::try_metered(&meter, &s) {
+                    // As `js.ValueOf(s)` makes it: charged until its last copy is gone.
+                    pool.push(V::String(s));
+                }
             }
             5 => {
                 // o[name] = v, o[name], delete o[name]
@@ -268,7 +275,12 @@ pub fn gojs_values(data: &[u8]) {
                 ) else {
                     continue;
                 };
-                o.set(&name, v);
+                if at(&b, 1) & 1 == 1 {
+                    // As a guest's `o.Set(name, v)`: a new name is charged.
+                    let _ = o.set_by_guest(&meter, &name, v);
+                } else {
+                    o.set(&name, v);
+                }
                 let _ = o.get(&name);
                 let _ = (o.length(), o.is_function());
                 if at(&b, 0) & 1 == 1 {
@@ -284,7 +296,11 @@ pub fn gojs_values(data: &[u8]) {
                     continue;
                 };
                 let i = word(b.get(2..).unwrap_or_default()) as i64;
-                o.set_index(i, v);
+                if at(&b, 1) & 1 == 1 {
+                    let _ = o.set_index_by_guest(&meter, i, v);
+                } else {
+                    o.set_index(i, v);
+                }
                 let _ = o.index(i);
             }
             _ => {
@@ -296,7 +312,7 @@ pub fn gojs_values(data: &[u8]) {
         }
         assert!(
             meter.used() <= meter.limit(),
-            "metered arrays hold {} bytes, over the limit of {}",
+            "metered arrays, strings and names hold {} bytes, over the limit of {}",
             meter.used(),
             meter.limit()
         );
@@ -323,7 +339,11 @@ pub fn gojs_values(data: &[u8]) {
         }
     }
     drop((pool, table, held));
-    assert_eq!(meter.used(), 0, "dropped arrays were not refunded");
+    assert_eq!(
+        meter.used(),
+        0,
+        "dropped arrays, strings or names were not refunded"
+    );
 }
 
 /// The builtins hoist implements for Rego.

@@ -7,7 +7,7 @@
 //!   stack pointer is re-read through the `getsp` export before results are written.
 
 use crate::value::{
-    Builtin, Callable, Class, HeapFull, HeapMeter, Obj, ObjKind, Value, Values, array_bytes,
+    Builtin, Callable, Class, HeapFull, HeapMeter, JsStr, Obj, ObjKind, Value, Values, array_bytes,
 };
 use hoist_runtime::guest::MemoryLimitHit;
 use hoist_runtime::guest::MemoryLimiter;
@@ -398,6 +398,16 @@ fn getsp(caller: &mut Caller<'_, GoState>) -> Result<u64, wasmtime::Error> {
 
 /// The outcome of a JS call: a value, or a thrown value.
 type JsResult = Result<Value, Value>;
+
+/// The first 256 bytes or so of `s` (cut on a character boundary), for an error message that
+/// quotes what a guest passed: the message is a host string the guest can keep.
+fn clipped(s: &str) -> &str {
+    const MAX: usize = 256;
+    match s.char_indices().map(|(i, _)| i).find(|&i| i > MAX) {
+        Some(end) => s.get(..end).unwrap_or(s),
+        None => s,
+    }
+}
 
 fn type_error(message: String) -> Value {
     Value::Object(Obj::error("TypeError", &message, None))
@@ -903,7 +913,9 @@ fn finalize_ref(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmti
 
 fn string_val(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime::Error> {
     let s = rd_string(data, at + 8)?;
-    store_value(data, st, at + 24, &Value::string(&s))
+    // Metered: a guest can keep any number of strings in the host.
+    let s = JsStr::try_metered(&st.heap, &s).map_err(heap_full)?;
+    store_value(data, st, at + 24, &Value::String(s))
 }
 
 fn value_get(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
@@ -929,7 +941,7 @@ fn value_set(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wasmtime:
     let name = rd_string(data, at + 16)?;
     let x = load_value(data, st, at + 32)?;
     if let Some(o) = v.as_object() {
-        o.set(&name, x);
+        o.set_by_guest(&st.heap, &name, x).map_err(heap_full)?;
     }
     refused_growth(st)
 }
@@ -958,7 +970,7 @@ fn value_set_index(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), was
     let i = rd_i64(data, at + 16)?;
     let x = load_value(data, st, at + 24)?;
     if let Some(o) = v.as_object() {
-        o.set_index(i, x);
+        o.set_index_by_guest(&st.heap, i, x).map_err(heap_full)?;
     }
     refused_growth(st)
 }
@@ -994,13 +1006,14 @@ fn value_call(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmti
     };
     let outcome = match v.as_object() {
         None => Err(type_error(format!(
-            "Cannot read properties of {} (reading '{name}')",
-            v.to_js_string()
+            "Cannot read properties of {} (reading '{}')",
+            clipped(&v.to_js_string()),
+            clipped(&name)
         ))),
         Some(_) => {
             let m = v.get(&name);
             if m.as_object().and_then(Obj::callable).is_none() {
-                Err(type_error(format!("{name} is not a function")))
+                Err(type_error(format!("{} is not a function", clipped(&name))))
             } else {
                 call_value(&mut caller, &m, v.clone(), args)?
             }

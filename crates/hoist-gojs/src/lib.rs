@@ -30,4 +30,4 @@ pub mod value;
 pub use host::{GoExited, GoState, HostFault, IMPORT_MODULES, OutputCapHit};
 pub use instance::{GoInstance, GoJsError, GoOptions, Snapshot, Unsnapshottable, is_go_js};
 pub use instrument::export_globals;
-pub use value::Value;
+pub use value::{JsStr, Value};

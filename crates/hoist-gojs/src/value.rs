@@ -18,7 +18,7 @@ pub enum Value {
     /// A number (every JS number is an f64).
     Number(f64),
     /// A string (compared by content, as JS does).
-    String(Rc<str>),
+    String(JsStr),
     /// An object (compared by identity).
     Object(Obj),
 }
@@ -26,7 +26,7 @@ pub enum Value {
 impl Value {
     /// A string value.
     pub fn string(s: &str) -> Value {
-        Value::String(Rc::from(s))
+        Value::String(JsStr::from(s))
     }
 
     /// The object, if this is one.
@@ -105,6 +105,82 @@ impl Value {
             Value::String(s) => !s.is_empty(),
             Value::Object(_) => true,
         }
+    }
+}
+
+/// A JS string: shared, compared and hashed by content. One made from a guest's bytes
+/// ([`JsStr::try_metered`]) is charged to the guest's [`HeapMeter`] until its last copy is
+/// dropped, since a guest can keep any number of them in the host.
+#[derive(Clone)]
+pub struct JsStr(Rc<JsStrData>);
+
+struct JsStrData {
+    text: Box<str>,
+    _charge: Option<Charge>,
+}
+
+impl JsStr {
+    /// A string the guest made from its own bytes, charged to `meter`; refused when over
+    /// the meter's limit.
+    pub fn try_metered(meter: &Rc<HeapMeter>, text: &str) -> Result<JsStr, HeapFull> {
+        let charge = Charge::try_new(meter, text.len())?;
+        Ok(JsStr(Rc::new(JsStrData {
+            text: text.into(),
+            _charge: Some(charge),
+        })))
+    }
+}
+
+impl From<&str> for JsStr {
+    /// A string the host makes (not metered).
+    fn from(text: &str) -> JsStr {
+        JsStr(Rc::new(JsStrData {
+            text: text.into(),
+            _charge: None,
+        }))
+    }
+}
+
+impl From<String> for JsStr {
+    /// A string the host makes (not metered).
+    fn from(text: String) -> JsStr {
+        JsStr(Rc::new(JsStrData {
+            text: text.into_boxed_str(),
+            _charge: None,
+        }))
+    }
+}
+
+impl std::ops::Deref for JsStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0.text
+    }
+}
+
+impl std::borrow::Borrow<str> for JsStr {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for JsStr {
+    fn eq(&self, other: &JsStr) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for JsStr {}
+
+impl std::hash::Hash for JsStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl std::fmt::Debug for JsStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -214,16 +290,20 @@ pub struct ObjData {
     pub props: IndexMap<String, Value>,
     /// What its array items or bytes are charged to a guest's [`HeapMeter`], if anything.
     charge: Option<Charge>,
+    /// What the names of the properties a guest added ([`Obj::set_by_guest`]) are charged.
+    names: Option<Charge>,
 }
 
-/// Host memory held for one guest's JS arrays and typed arrays, measured against a limit.
+/// Host memory held for one guest's JS arrays, typed arrays, strings and property names,
+/// measured against a limit.
 ///
 /// A guest picks the size of `new Uint8Array(n)` or `new Array(n)` with one number and can
 /// grow an array by assigning past its end, so a function whose linear memory is capped could
 /// otherwise make the host allocate gigabytes (`new Array(1 << 24)` alone is 400 MB of
 /// values). The host charges those backing stores here when it makes or grows them and
-/// refunds them when the object is dropped. Strings and property names are not metered: each
-/// is copied out of the guest's own, limited, memory.
+/// refunds them when the object is dropped. Strings (`js.ValueOf(s)`) and property names
+/// (`o.Set(name, v)`) are each copied out of the guest's own, limited, memory, but a guest can
+/// keep any number of them, so they are charged too, until dropped.
 #[derive(Debug)]
 pub struct HeapMeter {
     used: Cell<usize>,
@@ -233,7 +313,9 @@ pub struct HeapMeter {
 
 /// A charge the [`HeapMeter`] refused: the backing store asked for, and the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the JS heap would hold {wanted} bytes of arrays, over its limit of {limit}")]
+#[error(
+    "the JS heap would hold {wanted} bytes of arrays, strings and property names, over its limit of {limit}"
+)]
 pub struct HeapFull {
     /// Bytes metered if the charge had been accepted.
     pub wanted: usize,
@@ -242,7 +324,7 @@ pub struct HeapFull {
 }
 
 impl HeapMeter {
-    /// A meter allowing `limit` bytes of array and typed-array storage.
+    /// A meter allowing `limit` bytes of arrays, typed arrays, strings and property names.
     pub fn new(limit: usize) -> Rc<HeapMeter> {
         Rc::new(HeapMeter {
             used: Cell::new(0),
@@ -318,6 +400,22 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// Charges `bytes` more; refused (and nothing charged) when over the meter's limit.
+    fn try_grow(&mut self, bytes: usize) -> Result<(), HeapFull> {
+        self.meter.try_charge(bytes)?;
+        self.bytes = self.bytes.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// Refunds up to `bytes` of this charge.
+    fn shrink(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.meter.refund(bytes);
+        self.bytes -= bytes;
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.meter.refund(self.bytes);
@@ -331,6 +429,12 @@ fn backing_bytes(kind: &ObjKind) -> usize {
         ObjKind::Bytes(b) => b.len(),
         _ => 0,
     }
+}
+
+/// The metered size of a property a guest added: its name and the map entry holding it.
+fn property_bytes(name: &str) -> usize {
+    name.len()
+        .saturating_add(std::mem::size_of::<(String, Value)>() + 2 * std::mem::size_of::<usize>())
 }
 
 /// The metered size of an array of `len` items.
@@ -397,6 +501,7 @@ impl Obj {
             kind,
             props: IndexMap::new(),
             charge: None,
+            names: None,
         })))
     }
 
@@ -519,6 +624,7 @@ impl Obj {
             kind,
             props,
             charge,
+            ..
         } = &mut *data;
         if let ObjKind::Array(items) = kind {
             if name == "length" {
@@ -536,9 +642,61 @@ impl Obj {
         props.insert(name.to_string(), value);
     }
 
-    /// `delete o[name]`.
+    /// `o[i] = value` from a guest: as [`Obj::set_index`], and on an object that is not an
+    /// array, a property it adds is charged as [`Obj::set_by_guest`] charges it.
+    pub fn set_index_by_guest(
+        &self,
+        meter: &Rc<HeapMeter>,
+        i: i64,
+        value: Value,
+    ) -> Result<(), HeapFull> {
+        if matches!(self.borrow().kind, ObjKind::Array(_) | ObjKind::Bytes(_)) {
+            self.set_index(i, value);
+            Ok(())
+        } else {
+            self.set_by_guest(meter, &i.to_string(), value)
+        }
+    }
+
+    /// `o[name] = value` from a guest: as [`Obj::set`], and a property it adds is charged to
+    /// `meter` (its name and the entry); refused (the object as it was) when over the
+    /// meter's limit.
+    pub fn set_by_guest(
+        &self,
+        meter: &Rc<HeapMeter>,
+        name: &str,
+        value: Value,
+    ) -> Result<(), HeapFull> {
+        let before = self.borrow().props.len();
+        self.set(name, value);
+        let mut data = self.borrow_mut();
+        if data.props.len() == before {
+            return Ok(());
+        }
+        let bytes = property_bytes(name);
+        let charged = match &mut data.names {
+            Some(names) => names.try_grow(bytes),
+            None => Charge::try_new(meter, bytes).map(|names| data.names = Some(names)),
+        };
+        if charged.is_err() {
+            let removed = data.props.shift_remove(name);
+            drop(data);
+            drop(removed);
+        }
+        charged
+    }
+
+    /// `delete o[name]` (what a guest-added name was charged is refunded).
     pub fn delete(&self, name: &str) {
-        self.borrow_mut().props.shift_remove(name);
+        let mut data = self.borrow_mut();
+        let removed = data.props.shift_remove(name);
+        if removed.is_some()
+            && let Some(names) = &mut data.names
+        {
+            names.shrink(property_bytes(name));
+        }
+        drop(data);
+        drop(removed);
     }
 
     /// `o[i]`.
@@ -570,6 +728,7 @@ impl Obj {
             kind,
             props,
             charge,
+            ..
         } = &mut *data;
         match kind {
             ObjKind::Array(items) => {
@@ -776,7 +935,7 @@ pub struct BadRef {
 #[derive(Debug)]
 pub struct Values {
     slots: Vec<Option<Slot>>,
-    strings: HashMap<Rc<str>, u32>,
+    strings: HashMap<JsStr, u32>,
     objects: HashMap<usize, u32>,
     pool: Vec<u32>,
 }
@@ -1041,6 +1200,65 @@ impl HeapCopier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_strings_are_charged_until_their_last_copy_is_dropped() {
+        let meter = HeapMeter::new(100);
+        let s = JsStr::try_metered(&meter, "abcdefghij").unwrap();
+        assert_eq!(meter.used(), 10);
+        let copy = s.clone();
+        drop(s);
+        assert_eq!(meter.used(), 10, "a copy still holds it");
+        // In the reference table, keyed by content, with a host string of the same text.
+        let mut table = Values::new(Obj::plain(vec![]), Obj::plain(vec![]));
+        let id = table.store(&Value::String(copy.clone())) as u32;
+        assert_eq!(table.store(&Value::string("abcdefghij")) as u32, id);
+        drop(copy);
+        assert_eq!(meter.used(), 10);
+        table.finalize(id);
+        table.finalize(id);
+        assert_eq!(meter.used(), 0);
+        // Over the limit: refused, nothing charged.
+        let long = "x".repeat(101);
+        assert_eq!(
+            JsStr::try_metered(&meter, &long).unwrap_err(),
+            HeapFull {
+                wanted: 101,
+                limit: 100
+            }
+        );
+        assert_eq!(meter.used(), 0);
+    }
+
+    #[test]
+    fn property_names_a_guest_adds_are_charged_and_given_back() {
+        let entry = property_bytes("");
+        let meter = HeapMeter::new(3 * entry + 10);
+        let o = Obj::plain(vec![("host", Value::Null)]);
+        o.set_by_guest(&meter, "a", Value::Number(1.0)).unwrap();
+        assert_eq!(meter.used(), entry + 1);
+        // Assigning an existing property adds nothing.
+        o.set_by_guest(&meter, "a", Value::Number(2.0)).unwrap();
+        o.set_by_guest(&meter, "host", Value::Number(2.0)).unwrap();
+        assert_eq!(meter.used(), entry + 1);
+        // Plain-object indexes are properties too; array indexes are not.
+        o.set_index_by_guest(&meter, 42, Value::Null).unwrap();
+        assert_eq!(meter.used(), 2 * entry + 3);
+        let arr = Obj::array(vec![]);
+        arr.set_index_by_guest(&meter, 0, Value::Null).unwrap();
+        assert_eq!(meter.used(), 2 * entry + 3);
+        // Refused: the object is as it was.
+        let long = "n".repeat(entry);
+        assert!(o.set_by_guest(&meter, &long, Value::Null).is_err());
+        assert!(o.get(&long).as_number().is_none());
+        assert_eq!(o.borrow().props.len(), 3);
+        assert_eq!(meter.used(), 2 * entry + 3);
+        // Deleting gives a name's share back, and so does dropping the object.
+        o.delete("a");
+        assert_eq!(meter.used(), entry + 2);
+        drop(o);
+        assert_eq!(meter.used(), 0);
+    }
 
     #[test]
     fn string_conversion_of_hostile_object_graphs_is_bounded() {

@@ -357,6 +357,66 @@ fn js_arrays_count_against_the_memory_limit() {
     assert_eq!(len.as_number(), Some(100_000.0));
 }
 
+/// Strings and property names are host memory too: a guest can keep any number of them
+/// (each within its own memory's size), so they count against the same limit, and deleting
+/// a property gives its share back.
+#[test]
+fn js_strings_and_property_names_count_against_the_memory_limit() {
+    let n = Value::Number;
+    let options = || GoOptions {
+        max_memory_bytes: 48 << 20,
+        ..GoOptions::default()
+    };
+    let over: [(&str, Vec<Value>); 3] = [
+        // 200 strings of 1 MB, each made and dropped by Go in turn: 200 MB in the host.
+        ("hoardStrings", vec![n(200.0), n(1_000_000.0)]),
+        // 200 property names of 1 MB on one object.
+        (
+            "hoardNames",
+            vec![n(200.0), n(1_000_000.0), Value::Bool(false)],
+        ),
+        // 1M short names: the map entries are what weigh.
+        (
+            "hoardNames",
+            vec![n(1_000_000.0), n(0.0), Value::Bool(false)],
+        ),
+    ];
+    for (name, args) in over {
+        let Some(mut go) = start(options()) else {
+            return;
+        };
+        let e = go.call(name, args.clone()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GoJsError::Limit {
+                    limit: Limit::Memory { .. },
+                    ..
+                }
+            ),
+            "{name}{args:?}: {e}"
+        );
+    }
+    // Under the limit the same functions run; names deleted as they go are given back, so
+    // the same 200 MB of names set and deleted in rounds of 20 fits.
+    let Some(mut go) = start(options()) else {
+        return;
+    };
+    let kept = go
+        .call("hoardStrings", vec![n(10.0), n(1_000_000.0)])
+        .unwrap();
+    assert_eq!(kept.as_number(), Some(10.0));
+    for _ in 0..10 {
+        let set = go
+            .call(
+                "hoardNames",
+                vec![n(20.0), n(1_000_000.0), Value::Bool(true)],
+            )
+            .unwrap();
+        assert_eq!(set.as_number(), Some(20.0));
+    }
+}
+
 #[test]
 fn non_go_modules_are_refused() {
     let engine = FlightEngine::new(Compiler::Cranelift, None).unwrap();

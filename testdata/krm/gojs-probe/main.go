@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall/js"
 	"time"
@@ -131,6 +132,29 @@ func main() {
 			kept = append(kept, js.Global().Get(class).New(args[1].Int()))
 		}
 		return len(kept)
+	}))
+	g.Set("hoardStrings", js.FuncOf(func(this js.Value, args []js.Value) any {
+		// Keeps args[0] distinct JS strings of args[1] bytes each, made from Go strings.
+		kept := make([]js.Value, 0, args[0].Int())
+		for i := 0; i < args[0].Int(); i++ {
+			s := strconv.Itoa(i) + strings.Repeat("s", args[1].Int())
+			kept = append(kept, js.ValueOf(s))
+		}
+		return len(kept)
+	}))
+	g.Set("hoardNames", js.FuncOf(func(this js.Value, args []js.Value) any {
+		// Sets args[0] properties with names of args[1] bytes each on one object, then
+		// deletes them all when args[2] is true.
+		o := js.Global().Get("Object").New()
+		for i := 0; i < args[0].Int(); i++ {
+			o.Set(strconv.Itoa(i)+strings.Repeat("n", args[1].Int()), i)
+		}
+		if args[2].Bool() {
+			for i := 0; i < args[0].Int(); i++ {
+				o.Delete(strconv.Itoa(i) + strings.Repeat("n", args[1].Int()))
+			}
+		}
+		return args[0].Int()
 	}))
 	g.Set("stretch", js.FuncOf(func(this js.Value, args []js.Value) any {
 		// One array grown an item at a time by assignment past its end.
