@@ -1246,6 +1246,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tree_with_an_exec_function_anywhere_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = tmp.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let kptfile = |name: &str, function: &str| {
+            format!(
+                "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: {name}\npipeline:\n  mutators:\n    - {function}\n"
+            )
+        };
+        write("Kptfile", &kptfile("root", "image: set-labels:v0.2"));
+        write("a/Kptfile", &kptfile("a", "image: set-labels:v0.2"));
+        write("b/Kptfile", &kptfile("b", "image: set-labels:v0.2"));
+        assert!(!tree_has_exec(tmp.path()));
+        // Two levels down, as a validator.
+        write(
+            "b/c/Kptfile",
+            "apiVersion: kpt.dev/v1\nkind: Kptfile\nmetadata:\n  name: c\npipeline:\n  validators:\n    - exec: ./check.sh\n",
+        );
+        assert!(tree_has_exec(tmp.path()));
+        // An unreadable pipeline counts as one: the render goes one package at a time and
+        // reports it in kpt's order.
+        write("b/c/Kptfile", "pipeline: [not, a, map");
+        assert!(tree_has_exec(tmp.path()));
+    }
+
+    #[test]
     fn image_names_resolve_as_kpt_does() {
         let runner = Runner {
             modules: ModulePipeline::new(hoist_modules::ModuleOptions {
