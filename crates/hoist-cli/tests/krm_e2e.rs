@@ -1284,7 +1284,8 @@ fn without_times(err: &str) -> String {
         .join("\n")
 }
 
-/// `fn render --jobs N` hydrates sibling subpackages at once; the files, the console output
+/// `fn render --jobs N` hydrates sibling subpackages at once (and, with jobs to spare, their
+/// own subpackages); the files, the console output
 /// and results.yaml are byte-identical to one package at a time (kpt's way), on success and
 /// when a sibling's function fails with kpt.dev/save-on-render-failure (the partial output
 /// is kpt's: the siblings after the failing one count as never run, their files untouched).
@@ -1308,7 +1309,8 @@ fn sibling_subpackages_render_at_once_with_kpts_output() {
     };
     for (case, fail, save) in [("ok", false, false), ("save", true, true)] {
         let mut renders = Vec::new();
-        for jobs in ["1", "4"] {
+        // 8 jobs over 4 siblings: 2 each, so `a` renders its two subpackages at once too.
+        for jobs in ["1", "8"] {
             let pkg = tmp.path().join(format!("{case}-{jobs}")).join("pkg");
             let root_annotations = if save {
                 "  annotations:\n    kpt.dev/save-on-render-failure: \"true\"\n"
@@ -1332,6 +1334,8 @@ fn sibling_subpackages_render_at_once_with_kpts_output() {
                     ("a/cm.yaml", &cm("a")),
                     ("a/c/Kptfile", &kptfile("c", "", &annotate("c"))),
                     ("a/c/cm.yaml", &cm("c")),
+                    ("a/f/Kptfile", &kptfile("f", "", &annotate("f"))),
+                    ("a/f/cm.yaml", &cm("f")),
                     ("b/Kptfile", &kptfile("b", "", &b_mutators)),
                     ("b/cm.yaml", &cm("b")),
                     ("d/Kptfile", &kptfile("d", "", &annotate("d"))),
@@ -1358,10 +1362,10 @@ fn sibling_subpackages_render_at_once_with_kpts_output() {
             let results = std::fs::read_to_string(results.join("results.yaml")).unwrap();
             match case {
                 "ok" => assert!(
-                    err.contains("Successfully executed 6 function(s) in 6 package(s)."),
+                    err.contains("Successfully executed 7 function(s) in 7 package(s)."),
                     "{err}"
                 ),
-                // a, a/c and b (its first mutator) rendered; d and e never ran.
+                // a, a/c, a/f and b (its first mutator) rendered; d and e never ran.
                 _ => {
                     for rel in ["d/cm.yaml", "d/Kptfile", "e/cm.yaml", "e/Kptfile"] {
                         assert_eq!(before.get(rel), after.get(rel), "{rel}: {err}");

@@ -807,7 +807,8 @@ fn hydrate(
 type SiblingRender = (Result<Vec<Value>, RenderError>, Rendered, Vec<u8>);
 
 /// Hydrates sibling subpackages (`rels`, in kpt's order) on up to `jobs` threads, each
-/// subtree one package at a time, and merges them in kpt's order: the same items, records
+/// subtree with its share of `jobs` (one package at a time when there are more siblings
+/// than jobs), and merges them in kpt's order: the same items, records
 /// and console output as hydrating them one after another. Siblings are independent: each
 /// pipeline sees only its own package and the packages below it. On a failure, the
 /// subpackages after the failing one are dropped (and not started once it is known), as if
@@ -828,6 +829,8 @@ fn hydrate_siblings(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     let first_failure = AtomicUsize::new(usize::MAX);
+    // A few siblings with deep subtrees (root -> a, b -> many each) still use every job.
+    let jobs_below = (jobs / rels.len()).max(1);
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, SiblingRender)>();
         for _ in 0..jobs.min(rels.len()) {
@@ -850,7 +853,7 @@ fn hydrate_siblings(
                         &mut sub_st,
                         &mut console,
                         print,
-                        1,
+                        jobs_below,
                     );
                     if result.is_err() {
                         first_failure.fetch_min(i, Ordering::SeqCst);
