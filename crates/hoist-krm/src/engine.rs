@@ -702,10 +702,7 @@ pub fn render(
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| ".".into());
-    let bfs = std::fs::read_to_string(root.join(package::KPTFILE))
-        .ok()
-        .and_then(|text| crate::yaml::parse_one(&text).ok())
-        .is_some_and(|k| rl::annotation(&k, BFS_RENDERING) == Some("true"));
+    let bfs = read_kptfile(root).is_some_and(|k| rl::annotation(&k, BFS_RENDERING) == Some("true"));
     let r = if bfs {
         hydrate_bfs(runner, root, &root_name, &mut st, out, print)
     } else {
@@ -873,8 +870,7 @@ fn hydrate_siblings(
                 merged += 1;
                 let _ = out.write_all(&console);
                 st.records.append(&mut sub_st.records);
-                st.originals.files.append(&mut sub_st.originals.files);
-                st.originals.texts.append(&mut sub_st.originals.texts);
+                st.originals.append(&mut sub_st.originals);
                 st.packages += sub_st.packages;
                 match result {
                     Ok(sub_items) => items.extend(sub_items),
@@ -889,13 +885,17 @@ fn hydrate_siblings(
     })
 }
 
+/// The Kptfile of the package at `dir`, if it reads and parses (render reports the errors
+/// when it reads the package).
+fn read_kptfile(dir: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join(package::KPTFILE)).ok()?;
+    crate::yaml::parse_one(&text).ok()
+}
+
 /// Whether any package of the tree at `root` has an `exec` function, or a Kptfile that
 /// cannot be read (the render reports it, one package at a time).
 fn tree_has_exec(root: &Path) -> bool {
-    let pipeline = std::fs::read_to_string(root.join(package::KPTFILE))
-        .ok()
-        .and_then(|text| crate::yaml::parse_one(&text).ok())
-        .and_then(|kptfile| Pipeline::from_kptfile(&kptfile).ok());
+    let pipeline = read_kptfile(root).and_then(|kptfile| Pipeline::from_kptfile(&kptfile).ok());
     let Some(pipeline) = pipeline else {
         return true;
     };

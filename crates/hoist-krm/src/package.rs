@@ -69,6 +69,14 @@ pub struct Originals {
     pub texts: BTreeMap<String, String>,
 }
 
+impl Originals {
+    /// Takes in what another read of other files produced (a subpackage read apart).
+    pub fn append(&mut self, other: &mut Originals) {
+        self.files.append(&mut other.files);
+        self.texts.append(&mut other.texts);
+    }
+}
+
 /// Patterns from `.krmignore` (gitignore-like, the subset kpt packages use).
 struct Ignore {
     globs: globset::GlobSet,

@@ -200,7 +200,7 @@ struct RenderArgs {
     /// way (1: one package at a time, as kpt; a tree with exec functions always renders so)
     /// [default: the number of CPUs, at most 8]
     #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
+    jobs: Option<std::num::NonZeroUsize>,
     /// Admission policies the rendered resources must pass before anything is written.
     #[command(flatten)]
     gate: crate::cmd::policy::GateArgs,
@@ -771,11 +771,10 @@ fn write_output(
 fn render(a: RenderArgs, kube: &KubeTarget) -> anyhow::Result<ExitCode> {
     let mut runner = runner(&a.module)?;
     runner.jobs = match a.jobs {
-        Some(0) => anyhow::bail!("--jobs must be at least 1"),
-        Some(n) => n,
+        Some(n) => n.get(),
         // Each running function holds its own instance (tens to hundreds of MiB for a Go
         // one), so the default stops at 8 however many CPUs there are.
-        None => std::thread::available_parallelism().map_or(1, |n| usize::from(n).min(8)),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
     };
     // Policies load (and their settings are checked) before any function runs.
     let gate = load_gate(&a.gate, &a.module)?;
