@@ -399,14 +399,10 @@ fn getsp(caller: &mut Caller<'_, GoState>) -> Result<u64, wasmtime::Error> {
 /// The outcome of a JS call: a value, or a thrown value.
 type JsResult = Result<Value, Value>;
 
-/// The first 256 bytes or so of `s` (cut on a character boundary), for an error message that
+/// At most the first 256 bytes of `s` (cut on a character boundary), for an error message that
 /// quotes what a guest passed: the message is a host string the guest can keep.
 fn clipped(s: &str) -> &str {
-    const MAX: usize = 256;
-    match s.char_indices().map(|(i, _)| i).find(|&i| i > MAX) {
-        Some(end) => s.get(..end).unwrap_or(s),
-        None => s,
-    }
+    s.get(..s.floor_char_boundary(256)).unwrap_or(s)
 }
 
 fn type_error(message: String) -> Value {
@@ -1129,4 +1125,17 @@ fn copy_bytes_to_js(data: &mut [u8], st: &mut GoState, at: u64) -> Result<(), wa
 fn debug(_caller: Caller<'_, GoState>, value: i32) -> Result<(), wasmtime::Error> {
     tracing::debug!(value, "gojs debug");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_names_are_cut_on_a_character_boundary() {
+        assert_eq!(clipped("short"), "short");
+        let long = format!("{}é{}", "a".repeat(255), "b".repeat(1000));
+        // The 'é' straddles byte 256: the cut falls before it.
+        assert_eq!(clipped(&long), "a".repeat(255));
+    }
 }

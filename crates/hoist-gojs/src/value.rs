@@ -858,12 +858,7 @@ impl Stringify {
         if s.len() <= room {
             out.push_str(s);
         } else {
-            // Cut on a character boundary.
-            let mut end = room;
-            while end > 0 && !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.push_str(s.get(..end).unwrap_or_default());
+            out.push_str(s.get(..s.floor_char_boundary(room)).unwrap_or_default());
         }
     }
 }
