@@ -314,6 +314,7 @@ impl Evaluator<'_> {
     /// Asks the policy whether `settings` are valid (always valid for Rego, as in kwctl).
     pub fn validate_settings(&mut self, settings: &Value) -> SettingsValidation {
         let policy = self.policy;
+        let payload = || serde_json::to_vec(settings).unwrap_or_default();
         let answer = match &policy.runtime {
             Runtime::Rego(_) => {
                 return SettingsValidation {
@@ -321,13 +322,10 @@ impl Evaluator<'_> {
                     message: None,
                 };
             }
-            Runtime::Wapc(_) => {
-                let payload = serde_json::to_vec(settings).unwrap_or_default();
-                self.wapc_call("validate_settings", &payload)
-            }
+            // Rego never sees the settings here, so they are serialised only for these two.
+            Runtime::Wapc(_) => self.wapc_call("validate_settings", &payload()),
             Runtime::Wasi(pre) => {
-                let payload = serde_json::to_vec(settings).unwrap_or_default();
-                pre.run("validate-settings", &payload, &self.host, &self.limits)
+                pre.run("validate-settings", &payload(), &self.host, &self.limits)
             }
         };
         match answer {

@@ -1,6 +1,7 @@
 //! `hoist cache`: inspect and clean the compiled-module cache.
 
 use anyhow::Context;
+use hoist_provenance::checksum::Sha256Digest;
 use hoist_runtime::{Compiler, FlightEngine, ModuleCache, TimeLimits};
 use std::path::PathBuf;
 
@@ -142,36 +143,44 @@ fn upgrade(
     time_limits: TimeLimits,
 ) -> anyhow::Result<()> {
     let pending = dir.join("pending");
-    let result = (|| -> anyhow::Result<()> {
-        let expected = hoist_provenance::checksum::Sha256Digest::from_hex(sha256)?;
-        let wasm =
-            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-        let actual = hoist_provenance::checksum::Sha256Digest::of(&wasm);
-        anyhow::ensure!(
-            actual == expected,
-            "{} changed since the render (sha256 {actual})",
-            module.display()
-        );
-        let engine = FlightEngine::configured(
-            Compiler::Cranelift,
-            Some(ModuleCache::new(dir)),
-            None,
-            time_limits,
-        )?;
-        let loaded = engine.load(&wasm, &expected.to_hex(), &module.display().to_string())?;
-        eprintln!(
-            "optimised code for {expected}: {} in {:?}",
-            loaded.cache_status, loaded.load_time
-        );
-        Ok(())
-    })();
+    let result = Sha256Digest::from_hex(sha256)
+        .with_context(|| format!("--sha256 {sha256:?} is not a SHA-256 digest (64 hex digits)"))
+        .and_then(|expected| {
+            let compiled = compile_optimised(dir, &expected, module, time_limits);
+            let lock = hoist_modules::upgrade_lock_name(&expected, time_limits);
+            let _ = std::fs::remove_file(pending.join(lock));
+            compiled
+        });
     if module.starts_with(&pending) {
         let _ = std::fs::remove_file(module);
     }
-    if let Ok(digest) = hoist_provenance::checksum::Sha256Digest::from_hex(sha256) {
-        let _ = std::fs::remove_file(
-            pending.join(hoist_modules::upgrade_lock_name(&digest, time_limits)),
-        );
-    }
     result
+}
+
+/// Compiles `module`, which must still be `expected`, with Cranelift into the cache at `dir`.
+fn compile_optimised(
+    dir: &std::path::Path,
+    expected: &Sha256Digest,
+    module: &std::path::Path,
+    time_limits: TimeLimits,
+) -> anyhow::Result<()> {
+    let wasm = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let actual = Sha256Digest::of(&wasm);
+    anyhow::ensure!(
+        actual == *expected,
+        "{} changed since the render (sha256 {actual})",
+        module.display()
+    );
+    let engine = FlightEngine::configured(
+        Compiler::Cranelift,
+        Some(ModuleCache::new(dir)),
+        None,
+        time_limits,
+    )?;
+    let loaded = engine.load(&wasm, &expected.to_hex(), &module.display().to_string())?;
+    eprintln!(
+        "optimised code for {expected}: {} in {:?}",
+        loaded.cache_status, loaded.load_time
+    );
+    Ok(())
 }
