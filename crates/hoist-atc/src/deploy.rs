@@ -575,6 +575,12 @@ async fn readiness_inner(
                     Readiness::NeedsEndpointSlice => {
                         service_has_endpoints(conn, namespace, resource.name()).await
                     }
+                    Readiness::NeedsDiscovery { kind, api_versions } => {
+                        match hoist_release::discovery_pending(conn, &kind, &api_versions).await? {
+                            Some(reason) => (false, reason),
+                            None => (true, String::new()),
+                        }
+                    }
                 }
             }
         };

@@ -46,8 +46,8 @@ pub use engine::{
     DEFAULT_CONCURRENCY, DEFAULT_HISTORY_CAP, DEFAULT_POLL, DEFAULT_STAGE_WAIT, DescentOptions,
     MaydayOutcome, Progress, PruneOptions, PruneOutcome, ReleaseSummary, TakeoffOptions,
     TakeoffOutcome, TurbulenceReport, WaitOptions, cap_history, descent, diff_against_active,
-    diff_stages, list_releases, load_release, mayday, prepare_stages, prune, quiet,
-    revision_stages, takeoff, turbulence, unlatch, wait_ready, write_out,
+    diff_stages, discovery_pending, list_releases, load_release, mayday, prepare_stages, prune,
+    quiet, revision_stages, takeoff, turbulence, unlatch, wait_ready, write_out,
 };
 pub use error::{Error, Result};
 pub use matcher::{MatcherError, ResourceMatcher};

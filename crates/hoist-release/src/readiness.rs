@@ -7,7 +7,11 @@
 //! - DaemonSet: observed generation, and scheduled/updated/available/ready counts all equal
 //!   `desiredNumberScheduled`.
 //! - Job: condition `Complete` true; condition `Failed` true is an error.
-//! - CustomResourceDefinition: condition `Established` true.
+//! - CustomResourceDefinition: condition `Established` true, and then the API server's
+//!   discovery serves its kind in every served version (checked by the caller:
+//!   [`Readiness::NeedsDiscovery`]). `Established` is set before discovery catches up, so a
+//!   client that resolves the custom resources of the next stage right away can be told
+//!   "no matches for kind" (Yoke can: it refreshes discovery once and gives up).
 //! - Service: has an EndpointSlice (checked by the caller: [`Readiness::NeedsEndpointSlice`]).
 //! - Everything else: ready at once.
 
@@ -24,6 +28,14 @@ pub enum Readiness {
     Failed(String),
     /// A Service: ready once an EndpointSlice labelled with its name exists.
     NeedsEndpointSlice,
+    /// An established CustomResourceDefinition: ready once discovery serves `kind` in each
+    /// of `api_versions` (`group/version`).
+    NeedsDiscovery {
+        /// The kind the definition names.
+        kind: String,
+        /// Its served versions, as apiVersions.
+        api_versions: Vec<String>,
+    },
 }
 
 fn int(value: &Value, pointer: &str) -> i64 {
@@ -136,12 +148,41 @@ pub fn evaluate(live: &Value) -> Readiness {
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             if condition(live, "Established") == Some(true) {
-                Readiness::Ready
+                crd_discovery(live)
             } else {
                 Readiness::NotReady("condition Established is not True".into())
             }
         }
         _ => Readiness::Ready,
+    }
+}
+
+/// What discovery must serve before an established CRD's objects can be resolved.
+fn crd_discovery(live: &Value) -> Readiness {
+    let spec = live.get("spec");
+    let group = spec.and_then(|s| s.get("group")).and_then(Value::as_str);
+    let kind = spec
+        .and_then(|s| s.pointer("/names/kind"))
+        .and_then(Value::as_str);
+    let (Some(group), Some(kind)) = (group, kind) else {
+        // Not a definition the API server would have established; nothing to look up.
+        return Readiness::Ready;
+    };
+    let api_versions: Vec<String> = spec
+        .and_then(|s| s.get("versions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .map(|version| format!("{group}/{version}"))
+        .collect();
+    if api_versions.is_empty() {
+        return Readiness::Ready;
+    }
+    Readiness::NeedsDiscovery {
+        kind: kind.to_string(),
+        api_versions,
     }
 }
 
@@ -162,9 +203,24 @@ mod tests {
             ),
             Readiness::NotReady(_)
         ));
-        let crd = |s: &str| json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","status":{"conditions":[{"type":"NamesAccepted","status":"True"},{"type":"Established","status":s}]}});
-        assert_eq!(evaluate(&crd("True")), Readiness::Ready);
+        let crd = |s: &str| {
+            json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+            "spec":{"group":"example.com","names":{"kind":"Gadget"},"versions":[
+                {"name":"v1","served":true},{"name":"v1beta1","served":false},{"name":"v2","served":true}]},
+            "status":{"conditions":[{"type":"NamesAccepted","status":"True"},{"type":"Established","status":s}]}})
+        };
+        assert_eq!(
+            evaluate(&crd("True")),
+            Readiness::NeedsDiscovery {
+                kind: "Gadget".into(),
+                api_versions: vec!["example.com/v1".into(), "example.com/v2".into()],
+            }
+        );
         assert!(matches!(evaluate(&crd("False")), Readiness::NotReady(_)));
+        // Established with nothing served: nothing for discovery to list.
+        let mut unserved = crd("True");
+        unserved["spec"]["versions"] = json!([{"name":"v1","served":false}]);
+        assert_eq!(evaluate(&unserved), Readiness::Ready);
     }
 
     #[test]

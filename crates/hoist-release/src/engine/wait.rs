@@ -33,6 +33,12 @@ pub async fn wait_ready(
                 Readiness::NeedsEndpointSlice => {
                     endpoint_slice_readiness(conn, ns.unwrap_or(""), resource.name()).await?
                 }
+                Readiness::NeedsDiscovery { kind, api_versions } => {
+                    match discovery_pending(conn, &kind, &api_versions).await? {
+                        Some(reason) => Readiness::NotReady(reason),
+                        None => Readiness::Ready,
+                    }
+                }
                 v => v,
             };
             match verdict {
@@ -46,7 +52,9 @@ pub async fn wait_ready(
                     reasons.insert(i, reason);
                     still.push(i);
                 }
-                Readiness::NeedsEndpointSlice => unreachable!("resolved above"),
+                Readiness::NeedsEndpointSlice | Readiness::NeedsDiscovery { .. } => {
+                    unreachable!("resolved above")
+                }
             }
         }
         pending = still;
@@ -107,4 +115,23 @@ pub(super) async fn endpoint_slice_readiness(
     } else {
         Readiness::Ready
     })
+}
+
+/// Why the cluster's discovery is not yet serving an established CRD's `kind` in every one
+/// of `api_versions` (see [`Readiness::NeedsDiscovery`]), or `None` once it is. A miss
+/// refreshes the cached discovery, so the next stage resolves its custom resources from a
+/// fresh view.
+pub async fn discovery_pending(
+    conn: &Connection,
+    kind: &str,
+    api_versions: &[String],
+) -> Result<Option<String>> {
+    for api_version in api_versions {
+        if conn.resolve(api_version, kind).await?.is_none() {
+            return Ok(Some(format!(
+                "established, but the API server's discovery does not serve {kind} in {api_version} yet"
+            )));
+        }
+    }
+    Ok(None)
 }
