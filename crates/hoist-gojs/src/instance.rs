@@ -144,6 +144,10 @@ pub enum GoJsError {
 type RunFunc = wasmtime::TypedFunc<(i32, i32), ()>;
 
 /// A Go program instance.
+///
+/// JS objects it hands out ([`GoInstance::call`]'s result, [`GoInstance::global`]) are its
+/// heap's: they are emptied when the instance is dropped (that is how cycles in the heap are
+/// freed; see [`crate::value::Values`]), so read what you need from them before.
 pub struct GoInstance {
     store: Store<GoState>,
     /// The globals the module exports as `hoist.global.N` (for snapshots).
@@ -457,11 +461,12 @@ impl GoInstance {
             return Err(Unsnapshottable::Memory);
         };
         let mut copier = HeapCopier::new();
-        let values = copier.values(&st.values);
+        let mut values = copier.values(&st.values);
         let global = copier.obj(&st.global);
         let go = copier.obj(&st.go);
         let pending_read = st.pending_reads.front().map(|p| copy_read(&mut copier, p));
         copier.finish();
+        copier.hand_copies_to(&mut values);
         let globals = self
             .globals
             .iter()
@@ -534,7 +539,7 @@ impl GoInstance {
         // The restored heap's arrays are metered as the live guest's, so what it grows them
         // by counts against its limit.
         let mut copier = HeapCopier::metered(&self.store.data().heap);
-        let values = copier.values(&snapshot.values);
+        let mut values = copier.values(&snapshot.values);
         let global = copier.obj(&snapshot.global);
         let go = copier.obj(&snapshot.go);
         let pending_read = snapshot
@@ -542,6 +547,7 @@ impl GoInstance {
             .as_ref()
             .map(|p| copy_read(&mut copier, p));
         copier.finish();
+        copier.hand_copies_to(&mut values);
         let st = self.store.data_mut();
         st.values = values;
         st.global = global;

@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// A JS value.
 #[derive(Clone, Debug)]
@@ -494,6 +494,22 @@ fn take_children(data: &mut ObjData, stack: &mut Vec<Value>) {
 #[derive(Clone, Debug)]
 pub struct Obj(Rc<RefCell<ObjData>>);
 
+/// A reference to an object that does not keep it alive ([`Obj::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakObj(Weak<RefCell<ObjData>>);
+
+impl WeakObj {
+    /// The object, if something still holds it.
+    pub fn upgrade(&self) -> Option<Obj> {
+        self.0.upgrade().map(Obj)
+    }
+
+    /// Whether the object has not been freed.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 impl Obj {
     /// A new object of `kind`.
     pub fn new(kind: ObjKind) -> Obj {
@@ -556,6 +572,11 @@ impl Obj {
             o.set("code", Value::string(code));
         }
         o
+    }
+
+    /// A weak reference to this object, which does not keep it alive.
+    pub fn downgrade(&self) -> WeakObj {
+        WeakObj(Rc::downgrade(&self.0))
     }
 
     /// Identity key.
@@ -927,12 +948,44 @@ pub struct BadRef {
 /// The table of JS values Go holds references to, as in wasm_exec.js: ids are reused LIFO
 /// after `finalizeRef` drops their count to zero; strings are keyed by content and objects by
 /// identity, so one live object always has one id.
+///
+/// The table also remembers (weakly) every object it ever gave an id, and empties the ones
+/// still alive when it is dropped with its instance. Objects are reference counted, and a
+/// cycle is never freed by counting: the global object holds itself (`globalThis`), and a
+/// guest can put any object it holds into another (`a.Set("b", b); b.Set("a", a)`). Every
+/// edge a guest adds starts at an object it named by id, so emptying those breaks every
+/// cycle it made, and what they held is freed (and refunded to its meter) with them.
 #[derive(Debug)]
 pub struct Values {
     slots: Vec<Option<Slot>>,
     strings: HashMap<JsStr, u32>,
     objects: HashMap<usize, u32>,
     pool: Vec<u32>,
+    /// Every object given an id (and the predefined ones), to empty on drop.
+    known: Vec<WeakObj>,
+    /// The length of `known` at which its dead entries are next dropped.
+    known_sweep_at: usize,
+}
+
+/// `known`'s first sweep; later ones come at twice the live entries, so each push costs
+/// amortised constant time and dead entries never outnumber live ones (plus this).
+const KNOWN_SWEEP_MIN: usize = 1024;
+
+impl Drop for Values {
+    fn drop(&mut self) {
+        let mut held: Vec<Value> = Vec::new();
+        for weak in std::mem::take(&mut self.known) {
+            let Some(o) = weak.upgrade() else { continue };
+            // Nothing runs while the instance drops, so no object is borrowed; if one were,
+            // leaving it alone is safe (it may leak, as before).
+            if let Ok(mut data) = o.0.try_borrow_mut() {
+                take_children(&mut data, &mut held);
+            }
+        }
+        // Freed here, after every object is emptied: the ObjData drop is iterative, so a
+        // deep graph cannot overflow the stack.
+        drop(held);
+    }
 }
 
 impl Values {
@@ -942,7 +995,10 @@ impl Values {
         let mut objects = HashMap::new();
         objects.insert(global.key(), ID_GLOBAL);
         objects.insert(go.key(), ID_GO);
+        let known = vec![global.downgrade(), go.downgrade()];
         Values {
+            known,
+            known_sweep_at: KNOWN_SWEEP_MIN,
             slots: vec![
                 pinned(Value::Number(f64::NAN)),
                 pinned(Value::Number(0.0)),
@@ -986,6 +1042,7 @@ impl Values {
                     None => {
                         let id = self.allocate(v.clone());
                         self.objects.insert(o.key(), id);
+                        self.remember(o);
                         id
                     }
                 };
@@ -1074,6 +1131,15 @@ impl Values {
         if id >= PREDEFINED {
             self.pool.push(id);
         }
+    }
+
+    /// Remembers `o` to be emptied when the table is dropped (see [`Values`]).
+    pub fn remember(&mut self, o: &Obj) {
+        if self.known.len() >= self.known_sweep_at {
+            self.known.retain(WeakObj::is_alive);
+            self.known_sweep_at = (self.known.len() * 2).max(KNOWN_SWEEP_MIN);
+        }
+        self.known.push(o.downgrade());
     }
 
     /// How many ids are in use (predefined ones included).
@@ -1188,6 +1254,17 @@ impl HeapCopier {
             strings: values.strings.clone(),
             objects,
             pool: values.pool.clone(),
+            known: Vec::new(),
+            known_sweep_at: KNOWN_SWEEP_MIN,
+        }
+    }
+
+    /// Hands every copy made so far to `values` to empty when it is dropped (see [`Values`]):
+    /// a copied heap keeps the original's cycles, including ones no id reaches any more.
+    /// Call after [`HeapCopier::finish`].
+    pub fn hand_copies_to(&self, values: &mut Values) {
+        for copy in self.copies.values() {
+            values.remember(copy);
         }
     }
 }
@@ -1195,6 +1272,47 @@ impl HeapCopier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_frees_cycles_through_objects_it_named_when_dropped() {
+        let meter = HeapMeter::new(1 << 20);
+        let global = Obj::plain(vec![]);
+        global.set("globalThis", Value::Object(global.clone()));
+        let mut table = Values::new(global.clone(), Obj::plain(vec![]));
+        // A guest's ring through a metered array: a -> array -> a.
+        let a = Obj::plain(vec![]);
+        let array = Obj::metered(&meter, ObjKind::Array(vec![Value::Undefined; 100]));
+        let id = table.store(&Value::Object(a.clone())) as u32;
+        table.store(&Value::Object(array.clone()));
+        a.set("items", Value::Object(array.clone()));
+        array.set_index(0, Value::Object(a.clone()));
+        // Go drops its reference to `a`: it is out of the table, still remembered.
+        table.finalize(id);
+        assert!(meter.used() >= array_bytes(100));
+        let weak = [global.downgrade(), a.downgrade(), array.downgrade()];
+        drop((global, a, array));
+        assert!(
+            weak.iter().all(WeakObj::is_alive),
+            "the rings hold themselves"
+        );
+        drop(table);
+        assert!(!weak.iter().any(WeakObj::is_alive), "freed with the table");
+        assert_eq!(meter.used(), 0, "the array's charge is refunded");
+    }
+
+    #[test]
+    fn the_table_forgets_freed_objects_as_it_goes() {
+        let mut table = Values::new(Obj::plain(vec![]), Obj::plain(vec![]));
+        for _ in 0..100_000 {
+            let id = table.store(&Value::Object(Obj::plain(vec![]))) as u32;
+            table.finalize(id);
+        }
+        assert!(
+            table.known.len() <= KNOWN_SWEEP_MIN,
+            "{} objects remembered, all but two of them freed",
+            table.known.len()
+        );
+    }
 
     #[test]
     fn guest_strings_are_charged_until_their_last_copy_is_dropped() {

@@ -413,6 +413,51 @@ fn js_strings_and_property_names_count_against_the_memory_limit() {
     }
 }
 
+/// Objects that hold each other are freed with their instance: the JS heap is reference
+/// counted, which frees no cycle, and the global object holds itself (`globalThis`). Before
+/// the value table emptied its objects on drop, each instance kept its whole JS heap (and
+/// whatever arrays a guest had hung on it) until the process ended.
+#[test]
+fn cycles_in_the_js_heap_are_freed_with_the_instance() {
+    let Some(mut go) = start(GoOptions::default()) else {
+        return;
+    };
+    let made = go
+        .call(
+            "cycles",
+            vec![Value::Number(100.0), Value::Number(10_000.0)],
+        )
+        .unwrap();
+    assert_eq!(made.as_number(), Some(100.0));
+    let (global, ring_a, ring_b, array) = {
+        let (global, ring) = (go.global("globalThis"), go.global("lastRing"));
+        let (Some(global), Some(ring)) = (global.as_object(), ring.as_object()) else {
+            panic!("the probe set globalThis and lastRing: {global:?} {ring:?}");
+        };
+        let b = ring.get("b");
+        let b = b.as_object().expect("a ring's b");
+        let array = b.get("arr");
+        let array = array.as_object().expect("a ring's array");
+        (
+            global.downgrade(),
+            ring.downgrade(),
+            b.downgrade(),
+            array.downgrade(),
+        )
+    };
+    drop(made);
+    assert!(global.is_alive() && ring_a.is_alive() && ring_b.is_alive() && array.is_alive());
+    drop(go);
+    for (what, weak) in [
+        ("the global object", &global),
+        ("a ring's first object", &ring_a),
+        ("a ring's second object", &ring_b),
+        ("an array that holds itself", &array),
+    ] {
+        assert!(!weak.is_alive(), "{what} outlived its instance");
+    }
+}
+
 #[test]
 fn non_go_modules_are_refused() {
     let engine = FlightEngine::new(Compiler::Cranelift, None).unwrap();

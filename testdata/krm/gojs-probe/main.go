@@ -164,6 +164,23 @@ func main() {
 		}
 		return a.Length()
 	}))
+	g.Set("cycles", js.FuncOf(func(this js.Value, args []js.Value) any {
+		// Makes args[0] rings the host's reference counting cannot free: two objects that
+		// hold each other, and an array of args[1] items that holds itself. The last ring's
+		// object is kept as the global "lastRing"; the others are dropped by Go.
+		var a js.Value
+		for i := 0; i < args[0].Int(); i++ {
+			a = js.Global().Get("Object").New()
+			b := js.Global().Get("Object").New()
+			a.Set("b", b)
+			b.Set("a", a)
+			arr := js.Global().Get("Array").New(args[1].Int())
+			arr.SetIndex(0, arr)
+			b.Set("arr", arr)
+		}
+		js.Global().Set("lastRing", a)
+		return args[0].Int()
+	}))
 	g.Set("exits", js.FuncOf(func(this js.Value, args []js.Value) any {
 		os.Exit(args[0].Int())
 		return nil
