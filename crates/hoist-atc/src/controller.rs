@@ -1093,24 +1093,9 @@ async fn reconcile_instance_inner(
         let states = deploy::readiness(&atc.conn, &applied.stages)
             .await
             .map_err(|e| ReconcileError::new(e.to_string()))?;
-        if states.iter().all(|s| s.ready) {
-            set_ready(&api, instance, Reason::Ready, "Successfully deployed").await?;
-        } else {
-            set_ready(
-                &api,
-                instance,
-                Reason::InProgress,
-                "waiting for flight to become ready",
-            )
-            .await?;
-            let wait = fix_drift.map_or(Duration::from_secs(5), |d| d.min(Duration::from_secs(5)));
-            return Ok(Action::requeue(wait));
-        }
+        return settle_readiness(&api, instance, &states, fix_drift).await;
     }
-    Ok(match fix_drift {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
-    })
+    Ok(next_drift_check(fix_drift))
 }
 
 /// Copies the identity's status onto the instance (conditions merged by type). Returns
@@ -1299,23 +1284,38 @@ async fn reconcile_flight_inner(
     let fix_drift = FlightSpec::from_object(&value)
         .ok()
         .and_then(|s| s.run.fix_drift_interval);
+    settle_readiness(&api, flight, &states, fix_drift).await
+}
+
+/// Marks `obj` Ready once every object it deployed is, and says when to look again: soon
+/// (at most 5 s) while something is not ready, then at the drift-fix interval, or on change.
+async fn settle_readiness(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    states: &[deploy::ResourceState],
+    fix_drift: Option<Duration>,
+) -> Result<Action> {
     if states.iter().all(|s| s.ready) {
-        set_ready(&api, flight, Reason::Ready, "Successfully deployed").await?;
-    } else {
-        set_ready(
-            &api,
-            flight,
-            Reason::InProgress,
-            "waiting for flight to become ready",
-        )
-        .await?;
-        let wait = fix_drift.map_or(Duration::from_secs(5), |d| d.min(Duration::from_secs(5)));
-        return Ok(Action::requeue(wait));
+        set_ready(api, obj, Reason::Ready, "Successfully deployed").await?;
+        return Ok(next_drift_check(fix_drift));
     }
-    Ok(match fix_drift {
+    set_ready(
+        api,
+        obj,
+        Reason::InProgress,
+        "waiting for flight to become ready",
+    )
+    .await?;
+    let wait = fix_drift.map_or(Duration::from_secs(5), |d| d.min(Duration::from_secs(5)));
+    Ok(Action::requeue(wait))
+}
+
+/// The next reconcile of a deployed, ready object: at the drift-fix interval, or on change.
+fn next_drift_check(fix_drift: Option<Duration>) -> Action {
+    match fix_drift {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
-    })
+    }
 }
 
 #[cfg(test)]
