@@ -1,18 +1,15 @@
 //! The render pipeline shared by `render` and `takeoff`: fetch → check provenance → compile
 //! (or load from cache) → run → parse.
 
+use crate::module_args::ModuleSourceArgs;
 use anyhow::{Context, bail};
-use hoist_modules::{
-    BackgroundCompile, CompilerChoice, FlightModule, InterpreterChoice, ModuleOptions,
-    ModulePipeline,
-};
+use hoist_modules::{FlightModule, InterpreterChoice, ModulePipeline};
 use hoist_provenance::checksum::Sha256Digest;
 use hoist_resources::{Stages, parse_flight_output};
 use hoist_runtime::host::ClusterAccess;
 use hoist_runtime::tier0::{Interpreted, InterpreterOptions, run_flight_interpreted};
 use hoist_runtime::{FlightSpec, StderrMode};
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,37 +51,9 @@ pub struct FlightArgs {
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_output_mib: u64,
 
-    /// Compile the module without reading or writing the compiled-module cache.
-    #[arg(long)]
-    pub no_cache: bool,
-
-    /// Directory of the compiled-module cache [default: $HOIST_CACHE_DIR/modules or
-    /// ~/.cache/hoist/modules].
-    #[arg(long, value_name = "DIR", alias = "cache-dir")]
-    pub compilation_cache: Option<PathBuf>,
-
-    /// Allow plain-http OCI registries (localhost registries always are).
-    #[arg(long)]
-    pub insecure: bool,
-
-    /// Use only the OCI download cache: a tag resolves to the digest it last resolved to.
-    #[arg(long)]
-    pub offline: bool,
-
-    /// Refuse modules not signed by one of these public keys (a PEM file or a directory of
-    /// *.pem, repeatable). Checked even for allow-listed modules.
-    #[arg(
-        long,
-        value_name = "KEY|DIR",
-        env = "HOIST_VERIFY_KEYS",
-        value_delimiter = ':'
-    )]
-    pub verify: Vec<PathBuf>,
-
-    /// Only run modules whose URL matches one of these globs (`*` stays within one `/`
-    /// segment; local files match as file:///absolute/path). Repeatable.
-    #[arg(long, value_name = "GLOB", env = "HOIST_ALLOW", value_delimiter = ' ')]
-    pub allow: Vec<String>,
+    /// Provenance checks and the compiled-module cache.
+    #[command(flatten)]
+    pub source: ModuleSourceArgs,
 }
 
 /// What the module was, for release history and digest pinning.
@@ -185,31 +154,8 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
 
 /// The module pipeline these arguments describe.
 pub fn pipeline(flight: &FlightArgs) -> anyhow::Result<ModulePipeline> {
-    let options = ModuleOptions {
-        checksum: flight.explicit_checksum()?,
-        verify_keys: flight.verify.clone(),
-        allow: flight.allow.clone(),
-        cache_dir: cache_dir(flight),
-        insecure: flight.insecure,
-        offline: flight.offline,
-        oci_cache_dir: None,
-        compiler: CompilerChoice::from_env()?,
-        background: BackgroundCompile::subprocess_from_env(),
-        source: Default::default(),
-        instance_pool: None,
-        time_limits: hoist_modules::TimeLimits::Enforceable,
-    };
+    let options = flight.source.module_options(flight.explicit_checksum()?)?;
     Ok(ModulePipeline::new(options)?)
-}
-
-fn cache_dir(flight: &FlightArgs) -> Option<PathBuf> {
-    if flight.no_cache {
-        return None;
-    }
-    flight
-        .compilation_cache
-        .clone()
-        .or_else(hoist_modules::default_module_cache_dir)
 }
 
 /// Runs the flight and returns its raw stdout (for `takeoff --stdout`), or stdin itself when
@@ -273,7 +219,7 @@ fn run(
 ) -> anyhow::Result<(Vec<u8>, Option<ModuleInfo>)> {
     let timeout = flight.timeout()?;
     let Some(location) = flight.module.as_deref() else {
-        if !flight.verify.is_empty() || flight.allow.iter().any(|p| !p.is_empty()) {
+        if flight.source.checks_provenance() {
             bail!(
                 "signature keys or an allow list are configured (--verify/HOIST_VERIFY_KEYS, --allow/HOIST_ALLOW), but resources piped on stdin have no provenance to check: pass a module instead"
             );

@@ -5,6 +5,7 @@
 mod cmd;
 mod flight;
 mod kubecontext;
+mod module_args;
 
 use clap::{Parser, Subcommand};
 use kubecontext::KubeTarget;

@@ -2,10 +2,11 @@
 
 use crate::cmd::oci::{FormatArg, PullArgs, PushArgs};
 use crate::kubecontext::KubeTarget;
+use crate::module_args::ModuleSourceArgs;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use hoist_krm::engine::{self, DEFAULT_IMAGE_PREFIX, PrintOptions, Runner};
-use hoist_krm::hoist_modules::{BackgroundCompile, CompilerChoice, ModuleOptions, ModulePipeline};
+use hoist_krm::hoist_modules::ModulePipeline;
 use hoist_krm::package::{self, Originals};
 use hoist_krm::resource_list::{self as rl, ResourceList};
 use hoist_krm::selector::{self, Selector};
@@ -48,26 +49,9 @@ struct ModuleFlags {
     /// Expected SHA-256 of the (decompressed) module.
     #[arg(long, value_name = "HEX")]
     checksum: Option<String>,
-    /// Refuse functions not signed by one of these public keys (repeatable).
-    #[arg(
-        long,
-        value_name = "KEY|DIR",
-        env = "HOIST_VERIFY_KEYS",
-        value_delimiter = ':'
-    )]
-    verify: Vec<PathBuf>,
-    /// Only run functions whose URL matches one of these globs (repeatable).
-    #[arg(long, value_name = "GLOB", env = "HOIST_ALLOW", value_delimiter = ' ')]
-    allow: Vec<String>,
-    /// Allow plain-http OCI registries.
-    #[arg(long)]
-    insecure: bool,
-    /// Use only the OCI download cache.
-    #[arg(long)]
-    offline: bool,
-    /// Compile without the compiled-module cache.
-    #[arg(long)]
-    no_cache: bool,
+    /// Provenance checks and the compiled-module cache.
+    #[command(flatten)]
+    source: ModuleSourceArgs,
     /// Memory limit of a function in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 2048,
           value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -303,25 +287,7 @@ fn module_pipeline(flags: &ModuleFlags, checksum: bool) -> anyhow::Result<Module
         (Some(hex), true) => Some(hoist_provenance::checksum::Sha256Digest::from_hex(hex)?),
         _ => None,
     };
-    let cache_dir = if flags.no_cache {
-        None
-    } else {
-        hoist_krm::hoist_modules::default_module_cache_dir()
-    };
-    Ok(ModulePipeline::new(ModuleOptions {
-        checksum,
-        verify_keys: flags.verify.clone(),
-        allow: flags.allow.clone(),
-        cache_dir,
-        insecure: flags.insecure,
-        offline: flags.offline,
-        oci_cache_dir: None,
-        compiler: CompilerChoice::from_env()?,
-        background: BackgroundCompile::subprocess_from_env(),
-        source: Default::default(),
-        instance_pool: None,
-        time_limits: hoist_modules::TimeLimits::Enforceable,
-    })?)
+    Ok(ModulePipeline::new(flags.source.module_options(checksum)?)?)
 }
 
 /// Loads `fn render`'s policy gate (`--policy`, `--policies`); `None` without policies.

@@ -2,11 +2,9 @@
 //! flags and output.
 
 use crate::kubecontext::KubeTarget;
+use crate::module_args::ModuleSourceArgs;
 use anyhow::{Context, bail};
-use hoist_modules::{
-    BackgroundCompile, CompilerChoice, Digests, InstancePool, ModuleOptions, ModulePipeline,
-    TimeLimits,
-};
+use hoist_modules::{Digests, InstancePool, ModuleOptions, ModulePipeline, TimeLimits};
 use hoist_policy::capabilities::{
     self, CapabilityBackend, HostCapabilities, NoBackend, Recorder, Replayer,
 };
@@ -45,29 +43,9 @@ struct ModuleArgs {
     /// Expected SHA-256 of the module.
     #[arg(long, value_name = "HEX")]
     checksum: Option<String>,
-    /// Refuse modules not signed by one of these public keys (PEM file or directory).
-    #[arg(
-        long,
-        value_name = "KEY|DIR",
-        env = "HOIST_VERIFY_KEYS",
-        value_delimiter = ':'
-    )]
-    verify: Vec<PathBuf>,
-    /// Only run modules whose URL matches one of these globs.
-    #[arg(long, value_name = "GLOB", env = "HOIST_ALLOW", value_delimiter = ' ')]
-    allow: Vec<String>,
-    /// Allow plain-http OCI registries.
-    #[arg(long)]
-    insecure: bool,
-    /// Use only the OCI download cache.
-    #[arg(long)]
-    offline: bool,
-    /// Compile without the compiled-module cache.
-    #[arg(long, alias = "disable-wasmtime-cache")]
-    no_cache: bool,
-    /// Directory of the compiled-module cache.
-    #[arg(long, value_name = "DIR")]
-    compilation_cache: Option<PathBuf>,
+    /// Provenance checks and the compiled-module cache.
+    #[command(flatten)]
+    source: ModuleSourceArgs,
 }
 
 /// Request, settings and host capabilities: shared by `run` and `bench`.
@@ -209,26 +187,10 @@ fn pipeline(
         .as_deref()
         .map(hoist_provenance::checksum::Sha256Digest::from_hex)
         .transpose()?;
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.compilation_cache
-            .clone()
-            .or_else(hoist_modules::default_module_cache_dir)
-    };
     Ok(ModulePipeline::new(ModuleOptions {
-        checksum,
-        verify_keys: args.verify.clone(),
-        allow: args.allow.clone(),
-        cache_dir,
-        insecure: args.insecure,
-        offline: args.offline,
-        oci_cache_dir: None,
-        compiler: CompilerChoice::from_env()?,
-        background: BackgroundCompile::subprocess_from_env(),
-        source: Default::default(),
         instance_pool: pool,
         time_limits,
+        ..args.source.module_options(checksum)?
     })?)
 }
 
@@ -411,8 +373,8 @@ fn session(eval: &EvalArgs, kube: &KubeTarget, repeated: bool) -> anyhow::Result
         // Registry questions (`oci`) go to the registries through hoist's client.
         let oci = hoist_policy::registry::OciBackend::new(
             hoist_oci::PullOptions {
-                insecure: eval.source.insecure,
-                offline: eval.source.offline,
+                insecure: eval.source.source.insecure,
+                offline: eval.source.source.offline,
                 ..Default::default()
             },
             base,
@@ -689,12 +651,7 @@ fn annotate(args: AnnotateArgs) -> anyhow::Result<ExitCode> {
     let pipeline = pipeline(
         &ModuleArgs {
             checksum: None,
-            verify: Vec::new(),
-            allow: Vec::new(),
-            insecure: false,
-            offline: false,
-            no_cache: false,
-            compilation_cache: None,
+            source: ModuleSourceArgs::default(),
         },
         None,
         TimeLimits::Enforceable,
@@ -891,12 +848,7 @@ impl GateArgs {
         let pipeline = pipeline(
             &ModuleArgs {
                 checksum: None,
-                verify: flight.verify.clone(),
-                allow: flight.allow.clone(),
-                insecure: flight.insecure,
-                offline: flight.offline,
-                no_cache: flight.no_cache,
-                compilation_cache: flight.compilation_cache.clone(),
+                source: flight.source.clone(),
             },
             None,
             TimeLimits::Enforceable,
