@@ -346,25 +346,6 @@ pub fn gojs_values(data: &[u8]) {
     );
 }
 
-/// The builtins hoist implements for Rego.
-const BUILTINS: [&str; 15] = [
-    "sprintf",
-    "trace",
-    "json.is_valid",
-    "yaml.is_valid",
-    "yaml.unmarshal",
-    "hex.encode",
-    "hex.decode",
-    "base64url.encode_no_pad",
-    "urlquery.encode",
-    "urlquery.decode",
-    "glob.quote_meta",
-    "semver.is_valid",
-    "semver.compare",
-    "time.now_ns",
-    "regex.split",
-];
-
 /// The OPA JSON bridge: JSON a Rego module dumps becomes builtin arguments and result sets,
 /// which become AdmissionResponses (OPA: the module's `response` with the request's uid;
 /// Gatekeeper: violations). Input: one byte choosing a builtin, then JSON (an array is the
@@ -378,8 +359,10 @@ pub fn opa_bridge(data: &[u8]) {
     let (name, json_bytes) = if p.len() == 2 {
         (text_part(&p, 0), p.get(1).copied().unwrap_or_default())
     } else {
-        let name = BUILTINS
-            .get(usize::from(*selector) % BUILTINS.len())
+        // The builtins hoist implements, in the order the corpus's selectors were made for.
+        let builtins = hoist_policy::builtins::IMPLEMENTED;
+        let name = builtins
+            .get(usize::from(*selector) % builtins.len().max(1))
             .copied()
             .unwrap_or("sprintf");
         (name.to_string(), rest)

@@ -1018,30 +1018,31 @@ fn value_call(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmti
     finish_call(&mut caller, mem, 56, 64, outcome)
 }
 
+/// The function (or constructor) and the arguments of `valueInvoke` and `valueNew`, which
+/// lay them out alike: the value at sp+8, the argument slice at sp+16.
+fn callee_and_args(
+    caller: &mut Caller<'_, GoState>,
+    mem: Memory,
+    sp_raw: i32,
+) -> Result<(Value, Vec<Value>), wasmtime::Error> {
+    let (data, st) = mem.data_and_store_mut(caller);
+    let at = sp(sp_raw);
+    Ok((
+        load_value(data, st, at + 8)?,
+        load_values(data, st, at + 16)?,
+    ))
+}
+
 fn value_invoke(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
     let mem = memory(&caller)?;
-    let (v, args) = {
-        let (data, st) = mem.data_and_store_mut(&mut caller);
-        let at = sp(sp_raw);
-        (
-            load_value(data, st, at + 8)?,
-            load_values(data, st, at + 16)?,
-        )
-    };
+    let (v, args) = callee_and_args(&mut caller, mem, sp_raw)?;
     let outcome = call_value(&mut caller, &v, Value::Undefined, args)?;
     finish_call(&mut caller, mem, 40, 48, outcome)
 }
 
 fn value_new(mut caller: Caller<'_, GoState>, sp_raw: i32) -> Result<(), wasmtime::Error> {
     let mem = memory(&caller)?;
-    let (v, args) = {
-        let (data, st) = mem.data_and_store_mut(&mut caller);
-        let at = sp(sp_raw);
-        (
-            load_value(data, st, at + 8)?,
-            load_values(data, st, at + 16)?,
-        )
-    };
+    let (v, args) = callee_and_args(&mut caller, mem, sp_raw)?;
     let outcome = new_value(&mut caller, &v, args)?;
     finish_call(&mut caller, mem, 40, 48, outcome)
 }

@@ -273,9 +273,7 @@ impl WapcPre {
         );
         store.limiter(|s| &mut s.limiter);
         let call_deadline = CallDeadline::install(&mut store);
-        let deadline = limits.deadline();
-        call_deadline.arm_at(&mut store, deadline);
-        store.data_mut().deadline = deadline;
+        arm(&mut store, &call_deadline, limits);
         let instance = self
             .pre
             .instantiate(&mut store)
@@ -304,6 +302,14 @@ impl WapcPre {
     }
 }
 
+/// Arms `limits`' time limit from now, for the epoch callback (guest code) and for
+/// `poll_oneoff` (a guest's sleeps), which read it from the store.
+fn arm(store: &mut Store<WapcState>, call_deadline: &CallDeadline, limits: &Limits) {
+    let deadline = limits.deadline();
+    call_deadline.arm_at(store, deadline);
+    store.data_mut().deadline = deadline;
+}
+
 impl WapcInstance {
     /// One waPC call: the guest's response bytes, or why there are none.
     pub(crate) fn call(
@@ -319,9 +325,7 @@ impl WapcInstance {
         state.guest_error = None;
         state.host_response = None;
         state.host_error = None;
-        let deadline = limits.deadline();
-        self.deadline.arm_at(&mut self.store, deadline);
-        self.store.data_mut().deadline = deadline;
+        arm(&mut self.store, &self.deadline, limits);
         let result = self.guest_call.call(
             &mut self.store,
             (len_i32(operation.len()), len_i32(payload.len())),
