@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use wasmtime::{Engine, Module};
 
-use crate::engine::Compiler;
+use crate::engine::{Compiler, EngineError, TimeLimits, flight_config};
 
 /// Problems with the cache itself (never fatal for a render: hoist then compiles).
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +86,29 @@ pub struct CacheEntry {
     pub path: PathBuf,
 }
 
+/// `<compiler>.<config key>`: the part of an entry's file name that says which engine
+/// configuration can load it. The key covers the hoist version, the compiler, what the
+/// runtime adds to modules, and wasmtime's own compatibility hash (version, settings, CPU).
+fn entry_suffix(engine: &Engine, compiler: Compiler) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    crate::HOIST_VERSION.hash(&mut hasher);
+    compiler.name().hash(&mut hasher);
+    // What the runtime adds to a module before compiling it (go_resume's exports).
+    "go-resume-exports-2".hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let key = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
+    format!("{}.{key}", compiler.name())
+}
+
 /// The compiled-module cache in one directory.
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
     dir: PathBuf,
     /// `<compiler>.<config key>`, set once the engine is known.
     suffix: Option<String>,
+    /// The suffixes of the entries [`ModuleCache::list`] calls current: this engine's, or with
+    /// [`ModuleCache::for_listing`] every configuration this hoist builds.
+    usable: Vec<String>,
     /// How old a code file's ctime must be before its identity is trusted (see `file_stamp`).
     settle: std::time::Duration,
 }
@@ -102,8 +119,31 @@ impl ModuleCache {
         ModuleCache {
             dir: dir.into(),
             suffix: None,
+            usable: Vec::new(),
             settle: STAMP_SETTLE,
         }
+    }
+
+    /// A handle on `dir` for [`ModuleCache::list`] and [`ModuleCache::clean`], in which an
+    /// entry is current when any engine this hoist builds can load it: Cranelift code (what
+    /// the tiered pipeline upgrades to, and `HOIST_COMPILER=cranelift`) and Winch code, each
+    /// with and without time limits ([`TimeLimits`]). A handle made for one engine would
+    /// call the others' entries stale, and `clean --stale` would delete code in use.
+    pub fn for_listing(dir: impl Into<PathBuf>) -> Result<ModuleCache, EngineError> {
+        let mut cache = ModuleCache::new(dir);
+        for compiler in [Compiler::Cranelift, Compiler::Winch] {
+            for time_limits in [TimeLimits::Enforceable, TimeLimits::Unenforceable] {
+                let engine =
+                    Engine::new(&flight_config(compiler, None, time_limits)).map_err(|e| {
+                        EngineError::Config {
+                            compiler,
+                            message: format!("{e:#}"),
+                        }
+                    })?;
+                cache.usable.push(entry_suffix(&engine, compiler));
+            }
+        }
+        Ok(cache)
     }
 
     /// The default location: `$HOIST_CACHE_DIR/modules`, else `<XDG cache dir>/hoist/modules`
@@ -118,14 +158,9 @@ impl ModuleCache {
     }
 
     pub(crate) fn for_engine(mut self, engine: &Engine, compiler: Compiler) -> Self {
-        let mut hasher = Sha256Hasher(Sha256::new());
-        crate::HOIST_VERSION.hash(&mut hasher);
-        compiler.name().hash(&mut hasher);
-        // What the runtime adds to a module before compiling it (go_resume's exports).
-        "go-resume-exports-2".hash(&mut hasher);
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let key = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
-        self.suffix = Some(format!("{}.{key}", compiler.name()));
+        let suffix = entry_suffix(engine, compiler);
+        self.usable = vec![suffix.clone()];
+        self.suffix = Some(suffix);
         self
     }
 
@@ -292,7 +327,7 @@ impl ModuleCache {
                 module_sha256: sha.to_string(),
                 compiler: compiler.to_string(),
                 config_key: key.to_string(),
-                current: self.suffix.as_deref() == Some(&format!("{compiler}.{key}")),
+                current: self.usable.contains(&format!("{compiler}.{key}")),
                 size: meta.as_ref().map(|m| m.len()).unwrap_or(0),
                 modified: used.or_else(|| meta.and_then(|m| m.modified().ok())),
                 path: path.clone(),
@@ -634,6 +669,47 @@ mod tests {
         assert_eq!(left[0].compiler, "winch");
         assert_eq!(winch.cache().unwrap().clean(false).unwrap().0, 1);
         assert!(winch.cache().unwrap().list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_listing_handle_calls_every_configuration_of_this_hoist_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wat::parse_str(WAT).unwrap();
+        let digest = sha(&wasm);
+        for (compiler, time_limits) in [
+            (Compiler::Cranelift, TimeLimits::Enforceable),
+            (Compiler::Winch, TimeLimits::Enforceable),
+            (Compiler::Cranelift, TimeLimits::Unenforceable),
+        ] {
+            let engine = FlightEngine::configured(
+                compiler,
+                Some(ModuleCache::new(dir.path())),
+                None,
+                time_limits,
+            )
+            .unwrap();
+            engine.load(&wasm, &digest, "m").unwrap();
+        }
+        // An entry another hoist build (another config key) left behind.
+        let foreign = dir
+            .path()
+            .join(format!("{digest}.winch.0123456789abcdef.cwasm"));
+        fs::write(&foreign, b"old code").unwrap();
+        let cache = ModuleCache::for_listing(dir.path()).unwrap();
+        let entries = cache.list().unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(
+            entries.iter().filter(|e| e.current).count(),
+            3,
+            "{entries:?}"
+        );
+        assert_eq!(
+            cache.clean(true).unwrap().0,
+            1,
+            "only the foreign entry is stale"
+        );
+        assert!(!foreign.exists());
+        assert_eq!(cache.list().unwrap().len(), 3);
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl FlightEngine {
 /// compiled code, so it is covered by `Engine::precompile_compatibility_hash`, which is part of
 /// the cache key; the allocation strategy does not (wasmtime documents that compiled modules
 /// work with and without the pooling allocator).
-fn flight_config(
+pub(crate) fn flight_config(
     compiler: Compiler,
     pool: Option<InstancePool>,
     time_limits: TimeLimits,

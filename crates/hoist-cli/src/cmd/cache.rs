@@ -62,9 +62,8 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         .compilation_cache
         .or_else(ModuleCache::default_dir)
         .context("no cache directory: set HOIST_CACHE_DIR or pass --compilation-cache")?;
-    // The engine tells which entries are current for this hoist (config key).
-    let engine = FlightEngine::new(Compiler::from_env()?, Some(ModuleCache::new(&dir)))?;
-    let cache = engine.cache().context("cache unavailable")?;
+    // Entries any engine configuration of this hoist can load are current (config keys).
+    let cache = ModuleCache::for_listing(&dir)?;
     match args.command {
         CacheCommand::Ls { output } => {
             let entries = cache.list()?;
