@@ -515,6 +515,15 @@ fn the_cache_is_used_recovered_and_safe_under_concurrency() {
         .unwrap();
     let entries = json_ok(&listing);
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    // The same listing as YAML.
+    let listing = fresh
+        .cmd()
+        .args(["cache", "ls", "-o", "yaml"])
+        .output()
+        .unwrap();
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let as_yaml: Value = serde_saphyr::from_str(&stdout(&listing)).unwrap();
+    assert_eq!(as_yaml, entries);
 
     let cleaned = fresh.cmd().args(["cache", "clean"]).output().unwrap();
     assert!(cleaned.status.success());

@@ -41,7 +41,8 @@ pub enum CacheCommand {
     },
     /// Remove compiled modules from the cache.
     Clean {
-        /// Only remove entries this hoist cannot use (other versions, compilers or CPUs).
+        /// Only remove entries no engine of this hoist can load (code of other hoist or
+        /// wasmtime versions, settings or CPUs).
         #[arg(long)]
         stale: bool,
     },
@@ -54,6 +55,8 @@ pub enum ListFormat {
     Table,
     /// JSON array.
     Json,
+    /// YAML sequence (the same fields as JSON).
+    Yaml,
 }
 
 /// Runs `hoist cache`.
@@ -68,7 +71,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         CacheCommand::Ls { output } => {
             let entries = cache.list()?;
             match output {
-                ListFormat::Json => {
+                ListFormat::Json | ListFormat::Yaml => {
                     let rows: Vec<_> = entries
                         .iter()
                         .map(|e| {
@@ -83,7 +86,11 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    if matches!(output, ListFormat::Yaml) {
+                        print!("{}", serde_saphyr::to_string(&rows)?);
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    }
                 }
                 ListFormat::Table => {
                     if entries.is_empty() {
