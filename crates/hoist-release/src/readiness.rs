@@ -157,14 +157,18 @@ pub fn evaluate(live: &Value) -> Readiness {
     }
 }
 
+/// The group and kind a CustomResourceDefinition's `spec` defines.
+pub(crate) fn crd_group_kind(spec: Option<&Value>) -> Option<(&str, &str)> {
+    let spec = spec?;
+    let group = spec.get("group").and_then(Value::as_str)?;
+    let kind = spec.pointer("/names/kind").and_then(Value::as_str)?;
+    Some((group, kind))
+}
+
 /// What discovery must serve before an established CRD's objects can be resolved.
 fn crd_discovery(live: &Value) -> Readiness {
     let spec = live.get("spec");
-    let group = spec.and_then(|s| s.get("group")).and_then(Value::as_str);
-    let kind = spec
-        .and_then(|s| s.pointer("/names/kind"))
-        .and_then(Value::as_str);
-    let (Some(group), Some(kind)) = (group, kind) else {
+    let Some((group, kind)) = crd_group_kind(spec) else {
         // Not a definition the API server would have established; nothing to look up.
         return Readiness::Ready;
     };

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use wasmtime::{Engine, Module};
 
-use crate::engine::{Compiler, EngineError, TimeLimits, flight_config};
+use crate::engine::{Compiler, EngineError, TimeLimits, flight_engine};
 
 /// Problems with the cache itself (never fatal for a render: hoist then compiles).
 #[derive(Debug, thiserror::Error)]
@@ -133,13 +133,7 @@ impl ModuleCache {
         let mut cache = ModuleCache::new(dir);
         for compiler in [Compiler::Cranelift, Compiler::Winch] {
             for time_limits in [TimeLimits::Enforceable, TimeLimits::Unenforceable] {
-                let engine =
-                    Engine::new(&flight_config(compiler, None, time_limits)).map_err(|e| {
-                        EngineError::Config {
-                            compiler,
-                            message: format!("{e:#}"),
-                        }
-                    })?;
+                let engine = flight_engine(compiler, None, time_limits)?;
                 cache.usable.push(entry_suffix(&engine, compiler));
             }
         }

@@ -236,12 +236,7 @@ impl FlightEngine {
         pool: Option<InstancePool>,
         time_limits: TimeLimits,
     ) -> Result<Self, EngineError> {
-        let engine = Engine::new(&flight_config(compiler, pool, time_limits)).map_err(|e| {
-            EngineError::Config {
-                compiler,
-                message: format!("{e:#}"),
-            }
-        })?;
+        let engine = flight_engine(compiler, pool, time_limits)?;
         let cache = cache.map(|c| c.for_engine(&engine, compiler));
         Ok(FlightEngine {
             engine,
@@ -379,7 +374,19 @@ impl FlightEngine {
 /// compiled code, so it is covered by `Engine::precompile_compatibility_hash`, which is part of
 /// the cache key; the allocation strategy does not (wasmtime documents that compiled modules
 /// work with and without the pooling allocator).
-pub(crate) fn flight_config(
+/// A wasmtime engine with [`flight_config`]'s settings.
+pub(crate) fn flight_engine(
+    compiler: Compiler,
+    pool: Option<InstancePool>,
+    time_limits: TimeLimits,
+) -> Result<Engine, EngineError> {
+    Engine::new(&flight_config(compiler, pool, time_limits)).map_err(|e| EngineError::Config {
+        compiler,
+        message: format!("{e:#}"),
+    })
+}
+
+fn flight_config(
     compiler: Compiler,
     pool: Option<InstancePool>,
     time_limits: TimeLimits,

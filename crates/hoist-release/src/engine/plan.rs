@@ -36,12 +36,8 @@ pub async fn prepare_stages(
     let mut crd_scopes: HashMap<(String, String), bool> = HashMap::new();
     for resource in stages.iter().filter(|r| r.is_crd()) {
         let spec = resource.as_map().get("spec");
-        let group = spec.and_then(|s| s.get("group")).and_then(Value::as_str);
-        let kind = spec
-            .and_then(|s| s.pointer("/names/kind"))
-            .and_then(Value::as_str);
         let scope = spec.and_then(|s| s.get("scope")).and_then(Value::as_str);
-        if let (Some(g), Some(k)) = (group, kind) {
+        if let Some((g, k)) = readiness::crd_group_kind(spec) {
             crd_scopes.insert((g.to_string(), k.to_string()), scope == Some("Namespaced"));
         }
     }
